@@ -1,0 +1,44 @@
+"""ARMHuBERT: MaskHuBERT whose odd layers reuse the previous layer's attention map."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ConfigError, StudentConfig
+from ..modules.transformer_layer import ReuseTransformerLayer, TransformerLayer
+from .student import StudentModel
+
+
+class ARMHuBERT(StudentModel):
+    """Attention-map-reusing student: ``reuse_pattern[i]`` False swaps layer i for a reuse layer."""
+
+    family = "armhubert"
+
+    def build_layers(self, config: StudentConfig) -> list[nn.Module]:
+        if config.reuse_pattern is None:
+            raise ConfigError("config key 'reuse_pattern': ARMHuBERT needs one (e.g. [True, False] * 6)")
+        layers: list[nn.Module] = []
+        for computes_attention in config.reuse_pattern:
+            if computes_attention:
+                layers.append(
+                    TransformerLayer(
+                        config.encoder_embed_dim,
+                        config.encoder_ffn_embed_dim,
+                        config.encoder_attention_heads,
+                        config.dropout,
+                        config.attention_dropout,
+                        config.activation_dropout,
+                    )
+                )
+            else:
+                layers.append(
+                    ReuseTransformerLayer(
+                        config.encoder_embed_dim,
+                        config.encoder_ffn_embed_dim,
+                        config.encoder_attention_heads,
+                        config.dropout,
+                        config.activation_dropout,
+                        pair_like_reference=config.reference_batched_reuse,
+                    )
+                )
+        return layers
