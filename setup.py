@@ -1,0 +1,51 @@
+"""recycle-distill: Recycle-and-Distill speech SSL students as S3PRL upstreams, with a trainer."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+ROOT = pathlib.Path(__file__).parent
+FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
+
+library_packages = find_packages(include=["recycle_distill", "recycle_distill.*"])
+upstream_packages = ["recycle_distill.upstreams"] + [f"recycle_distill.upstreams.{f}" for f in FAMILIES]
+
+setup(
+    name="recycle-distill",
+    version="0.1.0",
+    description="Compressed HuBERT students (ARMHuBERT, MaskHuBERT, STaRHuBERT, FitHuBERT) for S3PRL, in pure PyTorch",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=library_packages + upstream_packages,
+    # The S3PRL-conformant folders live at the top level (upstreams/<family>) and are
+    # installed as recycle_distill.upstreams.<family>, so S3PRL can import the installed copy.
+    package_dir={"recycle_distill.upstreams": "upstreams"},
+    package_data={"recycle_distill": ["presets/*.yaml", "downstream_configs/*.yaml", "downstream_configs/*.dict"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "s3prl==0.4.18",
+        "huggingface_hub<1.0",
+        "pyyaml>=5.4",
+        "safetensors>=0.4",
+        "soundfile>=0.12",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={
+        # s3prl's downstreams import these without declaring them.
+        "superb": ["tensorboardX", "librosa", "editdistance", "pandas"],
+        "train": ["tensorboard", "soxr"],
+        "demo": ["tensorboard", "soxr", "matplotlib", "tensorboardX", "librosa", "editdistance", "pandas"],
+        "test": ["pytest>=7", "tensorboardX", "librosa", "editdistance", "pandas", "tensorboard", "soxr", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["recycle-distill=recycle_distill.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Sound/Audio :: Speech",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
