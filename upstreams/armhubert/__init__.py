@@ -1,0 +1,1 @@
+"""ARMHuBERT as an S3PRL upstream."""

@@ -1,0 +1,1 @@
+"""FitHuBERT as an S3PRL upstream."""

@@ -1,0 +1,1 @@
+"""MaskHuBERT as an S3PRL upstream."""

@@ -1,0 +1,1 @@
+"""STaRHuBERT as an S3PRL upstream."""

@@ -1,0 +1,84 @@
+"""Our compact student checkpoint: safetensors weights plus family/config/version metadata.
+
+A compact file holds the student's weights only (no teacher, no optimizer) and carries
+everything needed to rebuild the model, so it loads without a ``-g`` config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .safe_load import CheckpointError
+
+FORMAT_NAME = "recycle-distill-student"
+FORMAT_VERSION = 1
+
+__all__ = ["save_compact", "read_compact", "is_safetensors", "atomic_write", "FORMAT_NAME", "FORMAT_VERSION"]
+
+
+def is_safetensors(path: str) -> bool:
+    """True if ``path`` starts like a safetensors file (8-byte header size, then JSON)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        return False
+    header_size = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_size < os.path.getsize(path)
+
+
+def atomic_write(path: str, write: Any) -> None:
+    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    os.close(handle)
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str, config: Mapping[str, Any]) -> None:
+    """Write ``state_dict`` with ``family`` and the distiller ``config`` as metadata, atomically."""
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "family": family,
+        "config": json.dumps(dict(config), sort_keys=True),
+    }
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def read_compact(path: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Read a compact checkpoint -> (state_dict, family, distiller config dict)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state_dict = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path}: a safetensors file without recycle-distill metadata; pass the architecture with -g "
+            f"or convert the checkpoint with 'recycle-distill convert'"
+        )
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than this library ({FORMAT_VERSION}); upgrade")
+    try:
+        config = json.loads(metadata["config"])
+        family = metadata["family"]
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: damaged metadata ({err})") from None
+    return state_dict, family, config

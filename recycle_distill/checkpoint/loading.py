@@ -1,0 +1,133 @@
+"""Load a student from a released Lightning checkpoint, a bare state dict or a compact file.
+
+The family always comes from the caller (the entry point), never from the checkpoint's
+pickled ``hyper_parameters``. The architecture comes from ``model_config`` (a ``-g`` YAML,
+preset name or dict), from a compact file's metadata, or, failing both, from the family's
+preset whose shapes match the weights exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Optional, Union
+
+import torch
+
+from ..builder import ConfigSource, list_presets, resolve_config
+from ..config import StudentConfig
+from ..models import FAMILIES, StudentModel
+from .compact import is_safetensors, read_compact
+from .safe_load import CheckpointError, safe_torch_load
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_student", "read_student_state_dict", "LIGHTNING_PREFIX"]
+
+LIGHTNING_PREFIX = "student_model."
+# Keys a released checkpoint may carry that the family's model does not have.
+DROPPED_KEYS = {"starhubert": ("final_proj.",)}
+
+
+def read_student_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], Optional[str], Optional[dict]]:
+    """Student weights from any supported file -> (state_dict, family or None, config or None).
+
+    Lightning checkpoints keep only ``student_model.*`` (prefix removed); teacher weights,
+    optimizer state and hyper-parameters are ignored. A plain state dict is taken as is.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        state_dict, family, config = read_compact(path)
+        return state_dict, family, config
+    loaded = safe_torch_load(path)
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(loaded).__name__}")
+    state_dict = loaded.get("state_dict", loaded)
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{path}: 'state_dict' is not a mapping")
+    student = {k[len(LIGHTNING_PREFIX):]: v for k, v in state_dict.items() if k.startswith(LIGHTNING_PREFIX)}
+    if not student:
+        if any(k.startswith("teacher_model.") for k in state_dict):
+            raise CheckpointError(f"{path}: a Lightning checkpoint without '{LIGHTNING_PREFIX}*' keys")
+        student = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if not student:
+        raise CheckpointError(f"{path}: no tensors found")
+    return dict(student), None, None
+
+
+def load_student(
+    ckpt: Union[str, os.PathLike],
+    family: str,
+    model_config: Optional[ConfigSource] = None,
+    **overrides: Any,
+) -> StudentModel:
+    """Build the ``family`` student and load ``ckpt`` into it strictly; returns it in eval mode.
+
+    Args:
+        ckpt: Lightning ``.ckpt``, a ``.pt`` state dict, or our compact ``.safetensors``.
+        family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``.
+        model_config: the architecture (``-g`` YAML path, preset name, dict); optional for
+            compact files and for weights that match one of the family's presets.
+        overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
+    """
+    if family not in FAMILIES:
+        raise CheckpointError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
+    path = os.fspath(ckpt)
+    state_dict, stored_family, stored_config = read_student_state_dict(path)
+    if stored_family is not None and stored_family != family:
+        raise CheckpointError(f"{path}: holds a {stored_family} student, but the {family} entry was asked to load it")
+    for prefix in DROPPED_KEYS.get(family, ()):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+
+    if model_config is not None:
+        config, _ = resolve_config(model_config, family, **overrides)
+    elif stored_config is not None:
+        config, _ = resolve_config({"distiller": stored_config}, family, **overrides)
+    else:
+        config = _config_from_matching_preset(path, state_dict, family, overrides)
+
+    model = FAMILIES[family](config)
+    _load_strict(model, state_dict, path)
+    model.eval()
+    return model
+
+
+def _load_strict(model: StudentModel, state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"{path}: checkpoint does not match the {model.family} config"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _config_from_matching_preset(
+    path: str, state_dict: Mapping[str, torch.Tensor], family: str, overrides: Mapping[str, Any]
+) -> StudentConfig:
+    """The family preset whose state-dict layout equals the checkpoint's, else a clear error."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    for name in list_presets():
+        config, preset_family = resolve_config(name, **overrides)
+        if preset_family != family:
+            continue
+        with torch.device("meta"):  # shapes only: no memory, no random init
+            model = FAMILIES[family](config)
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+            logger.info("%s: no model config given; its weights match preset '%s'", path, name)
+            return config
+    raise CheckpointError(
+        f"{path}: no model config given and the weights match no {family} preset; "
+        f"pass the architecture YAML (-g / model_config)"
+    )
