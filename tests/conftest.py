@@ -8,6 +8,12 @@ import pytest
 import torch
 import yaml
 
+from recycle_distill.compat import apply_compat
+
+# Tests import s3prl directly, as users do after one of our entry points has run; on
+# torchaudio >= 2.9 that needs the compat layer first (a no-op on the default stack).
+apply_compat()
+
 DATA = pathlib.Path(__file__).parent / "data"
 FIXTURES = DATA / "fixtures"
 KEYS = DATA / "keys"

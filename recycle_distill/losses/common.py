@@ -68,7 +68,8 @@ def check_layer_lists(student: Sequence[Tensor], **teachers: Sequence[Tensor]) -
     for index, tensor in enumerate(student):
         if tensor.dim() != 3 or tensor.shape[:2] != (batch, num_frames):
             raise ValueError(
-                f"student_layers[{index}] has shape {tuple(tensor.shape)}, expected (B, T, D) = ({batch}, {num_frames}, D)"
+                f"student_layers[{index}] has shape {tuple(tensor.shape)}, "
+                f"expected (B, T, D) = ({batch}, {num_frames}, D)"
             )
     for name, layers in teachers.items():
         if len(layers) != len(student):

@@ -56,7 +56,9 @@ def temporal_gram(left: Tensor, right: Optional[Tensor] = None, normalization: s
         raise ValueError(f"normalization must be one of {STAR_NORMALIZATIONS}, got {normalization!r}")
     right = left if right is None else right
     if left.dim() != 3 or left.shape != right.shape:
-        raise ValueError(f"expected two (B, T, D) tensors of one shape, got {tuple(left.shape)} and {tuple(right.shape)}")
+        raise ValueError(
+            f"expected two (B, T, D) tensors of one shape, got {tuple(left.shape)} and {tuple(right.shape)}"
+        )
     if normalization == "cosine":
         # eps keeps all-zero (padded) frames finite; their entries are excluded later anyway.
         left, right = F.normalize(left, dim=-1, eps=1e-8), F.normalize(right, dim=-1, eps=1e-8)
@@ -131,11 +133,15 @@ def star_loss(
     """
     num_layers, batch, num_frames = check_layer_lists(student_layers)
     if len(teacher_layers) != num_layers:
-        raise ValueError(f"teacher_layers has {len(teacher_layers)} entries, student_layers {num_layers}: map them first")
+        raise ValueError(
+            f"teacher_layers has {len(teacher_layers)} entries, student_layers {num_layers}: map them first"
+        )
     teachers = [cut_frames(t, num_frames, f"teacher_layers[{i}]") for i, t in enumerate(teacher_layers)]
     for index, teacher in enumerate(teachers):
         if teacher.dim() != 3 or teacher.shape[0] != batch:
-            raise ValueError(f"teacher_layers[{index}] has shape {tuple(teacher_layers[index].shape)}, expected (B, T, D)")
+            raise ValueError(
+                f"teacher_layers[{index}] has shape {tuple(teacher_layers[index].shape)}, expected (B, T, D)"
+            )
     device = student_layers[0].device
     valid = valid_frames(cut_mask(padding_mask, batch, num_frames, "padding_mask"), batch, num_frames, device)
     dtype = loss_dtype(*student_layers, *teachers)
