@@ -33,7 +33,7 @@ def _tiny_checkpoint(tmp_path, family):
             "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(48, 2, 2)] * 2",
             "encoder_layers": 3, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 32,
             "encoder_attention_heads": 4, "pred_head_final_dim": 24, "enable_tr_layer": True,
-            "tr_reduce_factor": 2, "tr_conv1d_kernel": 2, "conv_pos_groups": 4,
+            "tr_reduce_factor": 2, "tr_conv1d_kernel": 2, "conv_pos_groups": 4, "pred_layer_id": "[2]",
         }
         torch.manual_seed(0)
         state = build_student(config, family="fithubert").state_dict()

@@ -41,7 +41,9 @@ class TransformerEncoder(nn.Module):
         """Hook for families that reshape the sequence before layer 1 (identity here)."""
         return x, padding_mask
 
-    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> tuple[list[Tensor], Optional[Tensor]]:
+    def forward(
+        self, x: Tensor, padding_mask: Optional[Tensor] = None
+    ) -> tuple[list[Tensor], Optional[Tensor], Tensor]:
         """Run the encoder.
 
         Args:
@@ -50,11 +52,13 @@ class TransformerEncoder(nn.Module):
 
         Returns:
             The N layer outputs, each (B, T', E) (T' = T unless :meth:`before_layers` changes
-            it), and the (B, T') padding mask.
+            it), the (B, T') padding mask, and the (B, T, E) input of the first layer after
+            the positional conv and LayerNorm (STaR's intra-layer relation starts there).
         """
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         x = self.layer_norm(self.pos_conv(x))
+        encoder_input = x
         x, padding_mask = self.before_layers(x, padding_mask)
         x, attention_mask, pad_length = self._pad_to_multiple(x, padding_mask)
         x = self.dropout(x)
@@ -70,7 +74,7 @@ class TransformerEncoder(nn.Module):
                 results.append(x)
         if pad_length:
             results = [r[:, :-pad_length] for r in results]
-        return results, padding_mask
+        return results, padding_mask, encoder_input
 
     def _pad_to_multiple(
         self, x: Tensor, padding_mask: Optional[Tensor]

@@ -30,12 +30,13 @@ class TimeReducingEncoder(TransformerEncoder):
 
 
 class FitHuBERT(StudentModel):
-    """Time-reduced student with the model's own upsampler and only the last prediction head.
+    """Time-reduced student with the model's own upsampler and prediction heads on chosen layers.
 
     The S3PRL features are the N layer outputs brought back to the CNN frame rate by
     ``upsampler`` (ConvTranspose1d, a missing odd last frame repeats the one before).
-    ``proj_head.0`` (own upsampler + Linear to ``pred_head_final_dim``) predicts the teacher's
-    last layer.
+    ``proj_head.k`` (own upsampler + Linear to ``pred_head_final_dim``) predicts the teacher's
+    layer ``pred_layer_id[k]``. Training uses a head per layer (hint distillation); the
+    published model keeps only the last one (``pred_layer_id: [11]``, 22.49M parameters).
     """
 
     family = "fithubert"
@@ -50,13 +51,18 @@ class FitHuBERT(StudentModel):
         return TimeReducingEncoder(config, self.build_layers(config))
 
     def build_heads(self, config: StudentConfig) -> Optional[nn.ModuleList]:
+        for layer in config.pred_layer_id:
+            if not 0 <= layer < config.encoder_layers:
+                raise ConfigError(f"config key 'pred_layer_id': layer {layer} is outside 0..{config.encoder_layers - 1}")
         return nn.ModuleList(
-            [ProjectionHead(config.encoder_embed_dim, config.pred_head_final_dim, config.tr_reduce_factor)]
+            ProjectionHead(config.encoder_embed_dim, config.pred_head_final_dim, config.tr_reduce_factor)
+            for _ in config.pred_layer_id
         )
 
     def project(self, layer_results: list[Tensor], num_frames: int) -> Optional[list[Tensor]]:
+        """One output per head, for layer ``pred_layer_id[k]``, at the CNN frame rate."""
         assert self.proj_head is not None
-        return [self.proj_head[0](layer_results[-1], num_frames)]
+        return [head(layer_results[layer], num_frames) for head, layer in zip(self.proj_head, self.config.pred_layer_id)]
 
     def hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
         assert projections is not None

@@ -32,6 +32,7 @@ class StudentOutput:
         projections: the N head outputs (B, T, D) for families with heads, else None.
         padding_mask: (B, T) frame mask, True = padding, or None when nothing is padded.
         features: (B, T, E) encoder input after projection and masking.
+        encoder_input: (B, T, E) first layer's input (after positional conv and LayerNorm).
     """
 
     hidden_states: list[Tensor]
@@ -39,6 +40,7 @@ class StudentOutput:
     projections: Optional[list[Tensor]]
     padding_mask: Optional[Tensor]
     features: Tensor
+    encoder_input: Optional[Tensor] = None
 
     @property
     def last_hidden_state(self) -> Tensor:
@@ -138,7 +140,7 @@ class StudentModel(nn.Module):
         if mask_indices is not None:
             features = self._apply_mask(features, mask_indices)
 
-        layer_results, _ = self.encoder(features, padding_mask)
+        layer_results, _, encoder_input = self.encoder(features, padding_mask)
         projections = self.project(layer_results, features.shape[1])
         return StudentOutput(
             hidden_states=self.hidden_states(layer_results, projections),
@@ -146,6 +148,7 @@ class StudentModel(nn.Module):
             projections=projections,
             padding_mask=padding_mask,
             features=features,
+            encoder_input=encoder_input,
         )
 
     def project(self, layer_results: list[Tensor], num_frames: int) -> Optional[list[Tensor]]:
