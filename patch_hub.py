@@ -47,6 +47,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -451,12 +452,22 @@ def locate_tree(root: Path) -> Tree:
 # --------------------------------------------------------------------------------------
 
 
+class Write(NamedTuple):
+    """One planned file write."""
+
+    path: Path
+    old: bytes | None  # current content (None: the file does not exist yet)
+    new: bytes
+    label: str  # shown in the dry-run diff; empty for our own bookkeeping files
+    mode_from: Path | None = None  # give the file this file's mode (backups)
+
+
 @dataclass
 class Plan:
     """What a run will do: file writes, folder copies/removals, and what to report."""
 
     tree: Tree
-    writes: list[tuple[Path, bytes | None, bytes, str]] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
     removals: list[Path] = field(default_factory=list)
     copies: list[tuple[Path, Path]] = field(default_factory=list)
     tree_removals: list[Path] = field(default_factory=list)
@@ -474,9 +485,11 @@ class Plan:
         label = self.tree.label(path) if isinstance(path, Path) else path
         self.warnings.append(f"WARNING: {label}: {message}")
 
-    def write(self, path: Path, old: bytes | None, new: bytes, show_diff: bool = True) -> None:
+    def write(self, path: Path, old: bytes | None, new: bytes, show_diff: bool = True,
+              mode_from: Path | None = None) -> None:
         """Plan writing ``new`` to ``path`` (whose content is ``old``)."""
-        self.writes.append((path, old, new, self.tree.label(path) if show_diff else ""))
+        label = self.tree.label(path) if show_diff else ""
+        self.writes.append(Write(path, old, new, label, mode_from))
 
 
 def read_manifest(tree: Tree, plan: Plan) -> dict:
@@ -540,7 +553,7 @@ def plan_backup(plan: Plan, path: Path, original: bytes) -> None:
     backup = backup_path(path)
     old = backup.read_bytes() if backup.is_file() else None
     if old != original:
-        plan.write(backup, old, original, show_diff=False)
+        plan.write(backup, old, original, show_diff=False, mode_from=path)
 
 
 def plan_copies(tree: Tree, plan: Plan, manifest: dict) -> dict:
@@ -737,11 +750,9 @@ def apply(plan: Plan) -> None:
     """Carry out a plan: copies, writes (backups first, in plan order), then removals."""
     for src, dst in plan.copies:
         copy_tree_atomically(src, dst)
-    for path, _old, new, _label in plan.writes:
-        backup = path.name.endswith(BACKUP_SUFFIX)
-        original = path.with_name(path.name[:-len(BACKUP_SUFFIX)]) if backup else None
-        mode = original.stat().st_mode & 0o7777 if backup and original.exists() else None
-        atomic_write(path, new, mode)
+    for write in plan.writes:
+        mode = write.mode_from.stat().st_mode & 0o7777 if write.mode_from else None
+        atomic_write(write.path, write.new, mode)
     for path in plan.removals:
         path.unlink(missing_ok=True)
     for folder in plan.tree_removals:
@@ -750,11 +761,9 @@ def apply(plan: Plan) -> None:
 
 def show_diff(plan: Plan) -> str:
     """The unified diff of every user-visible file the plan writes."""
-    parts = []
-    for _path, old, new, label in plan.writes:
-        if label:
-            parts.append(unified_diff((old or b"").decode("utf-8"), new.decode("utf-8"), label))
-    return "".join(parts)
+    return "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
+                                write.label)
+                   for write in plan.writes if write.label)
 
 
 # --------------------------------------------------------------------------------------

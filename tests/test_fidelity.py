@@ -10,7 +10,12 @@ from recycle_distill.modules.masks import pad_waveforms
 from conftest import FIXTURES, fixture_family, load_fixture
 
 ATOL = 1e-5
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
 
 GOLDEN = sorted(p.name for p in FIXTURES.glob("*golden_tiny_*.pt") if "masked" not in p.name)
 MASKED = sorted(p.name for p in FIXTURES.glob("*_masked.pt"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence
 
 __all__ = ["resolve_layer_mapping", "default_layer_mapping"]
@@ -50,10 +51,11 @@ def resolve_layer_mapping(
             f"layer mapping has {len(mapping)} entries but the student has {n} layers: {mapping}"
         )
     for student_layer, teacher_layer in enumerate(mapping):
-        if isinstance(teacher_layer, bool) or not isinstance(teacher_layer, int):
+        if isinstance(teacher_layer, bool) or not isinstance(teacher_layer, numbers.Integral):
             raise ValueError(
                 f"layer mapping entry {student_layer} must be an integer teacher layer index, got {teacher_layer!r}"
             )
+        teacher_layer = mapping[student_layer] = int(teacher_layer)
         if not 0 <= teacher_layer < total:
             raise ValueError(
                 f"layer mapping: student layer {student_layer} -> teacher layer {teacher_layer} is impossible; "

@@ -78,6 +78,15 @@ class SpanMaskConfig:
         updates = {field: cfg[key] for key, field in cls.CFG_KEYS.items() if key in cfg}
         return dataclasses.replace(base, **updates)
 
+    @classmethod
+    def from_model(cls, model: Any) -> "SpanMaskConfig":
+        """The masking cfg an S3PRL HuBERT / WavLM / wav2vec 2.0 model was built with."""
+        return cls(
+            mask_prob=float(model.mask_prob), mask_length=int(model.mask_length),
+            selection=str(model.mask_selection), other=float(model.mask_other),
+            no_overlap=bool(model.no_mask_overlap), min_space=int(model.mask_min_space),
+        )
+
 
 def as_random_state(generator: RandomLike) -> np.random.RandomState:
     """A NumPy ``RandomState`` from a seed, a ``RandomState``, a torch ``Generator`` or None.

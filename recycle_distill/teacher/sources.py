@@ -42,11 +42,7 @@ def _mask_config(model: nn.Module, overrides: Optional[Mapping[str, Any]]) -> Op
     """The model's own masking cfg updated with fairseq-named ``overrides`` (e.g. a YAML teacher section)."""
     if not overrides:
         return None
-    own = SpanMaskConfig(
-        mask_prob=float(model.mask_prob), mask_length=int(model.mask_length), selection=str(model.mask_selection),
-        other=float(model.mask_other), no_overlap=bool(model.no_mask_overlap), min_space=int(model.mask_min_space),
-    )
-    return SpanMaskConfig.from_cfg(overrides, base=own)
+    return SpanMaskConfig.from_cfg(overrides, base=SpanMaskConfig.from_model(model))
 
 
 def load_teacher(

@@ -79,10 +79,7 @@ class Teacher(nn.Module):
         self.model = model
         self.normalize = bool(normalize)
         self.source = source
-        self.mask_config = mask_config or SpanMaskConfig(
-            mask_prob=float(model.mask_prob), mask_length=int(model.mask_length), selection=str(model.mask_selection),
-            other=float(model.mask_other), no_overlap=bool(model.no_mask_overlap), min_space=int(model.mask_min_space),
-        )
+        self.mask_config = mask_config or SpanMaskConfig.from_model(model)
         # (kernel, stride) of the CNN, read from the built modules so every source agrees.
         self.conv_layers = [(int(block[0].kernel_size[0]), int(block[0].stride[0]))
                             for block in model.feature_extractor.conv_layers]

@@ -1,0 +1,298 @@
+"""The training configuration: typed sections, reference YAMLs accepted, typos caught early.
+
+A training YAML has the reference sections ``teacher``, ``train``, ``distiller``, ``optimizer``,
+``data`` (and ``specaug``, read but unused by the released recipes), plus an optional
+top-level ``family``. Unknown keys in every section but ``distiller`` are errors that suggest
+the closest valid key; inside ``distiller`` they only warn, as in the runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from ..builder import resolve_config
+from ..config import ConfigError, StudentConfig, load_config_dict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "load_train_config", "list_recipes", "recipe_path", "config_help"]
+
+
+def _key(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TeacherSection:
+    teacher_model: str = _key("", "teacher: fairseq .pt (HuBERT/WavLM/wav2vec 2.0), S3PRL converted file, "
+                                  "'s3prl:<upstream name>', or a Hugging Face model directory")
+    mask_prob: float = _key(0.8, "fraction of frames the teacher's span masking covers")
+    mask_length: int = _key(10, "span length in frames")
+    mask_selection: str = _key("uniform", "span length distribution (fairseq names)")
+    mask_other: float = _key(0.0, "secondary span-length parameter (fairseq)")
+    no_mask_overlap: bool = _key(True, "spans may not overlap")
+    mask_min_space: int = _key(1, "frames kept between spans")
+    layer_mapping: Optional[list] = _key(None, "teacher layer (0-based) for each student layer; "
+                                               "default spreads them evenly (12 -> 12 is the identity)")
+    normalize: Optional[bool] = _key(None, "override the teacher's per-utterance wave normalisation")
+
+
+@dataclass
+class TrainSection:
+    base_dir: str = _key("./", "folder that a relative output_dir is resolved against")
+    output_dir: str = _key("runs/student", "where checkpoints, TensorBoard logs and the export go")
+    checkpoint: Optional[str] = _key(None, "checkpoint to resume from ('last' = newest in output_dir)")
+    num_epochs: int = _key(1, "epochs to train (ignored when max_steps > 0)")
+    max_steps: int = _key(0, "optimizer steps to train; 0 = num_epochs")
+    gpus: int = _key(1, "reference key; the process count comes from torchrun")
+    batch_size: int = _key(8, "utterances per device and micro-batch")
+    accumulate_grad_batches: int = _key(1, "micro-batches per optimizer step")
+    use_fp16: bool = _key(False, "reference key: true means precision fp16 (on CUDA)")
+    precision: Optional[str] = _key(None, "fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler); "
+                                          "default fp32, or fp16 when use_fp16")
+    use_apex: bool = _key(False, "reference key; apex is not supported (must be false)")
+    monitor_losses: bool = _key(True, "log every loss term (always on)")
+    rec_loss_weight: float = _key(1.0, "weight of the last (reconstruction) layer")
+    rec_loss_type: str = _key("mse", "only mse")
+    distil_random_layer: int = _key(11, "how many lower layers are hint layers (a random subset, resampled per epoch)")
+    random_layer_weight: float = _key(0.1, "weight of each hint layer")
+    delete_projections: bool = _key(False, "export without prediction heads (FitHuBERT keeps the last)")
+    specaug: bool = _key(False, "reference key; SpecAugment on student input is not supported (must be false)")
+    mask_prob_schedule: str = _key("", "reference key; schedules are not supported (must be empty)")
+    objective: Optional[str] = _key(None, "masking, star or fithubert; default from the family")
+    exclude_padding: bool = _key(False, "drop padded frames from the masking loss (reference: counted)")
+    star_normalization: str = _key("dim", "STaR Gram normalisation: none, dim or cosine")
+    gradient_clip: float = _key(10.0, "clip the gradient norm (0 = off)")
+    seed: int = _key(1337, "seed of everything random (order, crops, masks, hint layers, init)")
+    num_workers: int = _key(2, "DataLoader worker processes")
+    max_audio_seconds: Optional[float] = _key(None, "crop longer utterances (random offset) to this length")
+    log_every_steps: int = _key(10, "TensorBoard/progress-bar logging period in optimizer steps")
+    val_every_steps: int = _key(0, "validation period in steps (0 = at each epoch end)")
+    save_every_steps: int = _key(0, "checkpoint period in steps (0 = at each epoch end)")
+    keep_last: int = _key(3, "step checkpoints kept (the best-on-validation one is kept as well)")
+    compile: bool = _key(False, "torch.compile the student")
+    device: str = _key("auto", "auto, cpu, cuda or cuda:N")
+    deterministic: bool = _key(False, "torch.use_deterministic_algorithms(True)")
+    init_student: Optional[str] = _key(None, "initialise the student from this checkpoint (weights only)")
+
+
+@dataclass
+class OptimizerSection:
+    name: str = _key("AdamW_with_schedule", "only AdamW with linear warmup then linear decay (S3PRL's)")
+    lr: float = _key(5.0e-4, "peak learning rate")
+    warmup_proportion: float = _key(0.05, "fraction of steps with linear warmup")
+    betas: list = _key([0.9, 0.98], "AdamW betas")
+    eps: float = _key(1.0e-6, "AdamW eps")
+    weight_decay: float = _key(1.0e-6, "AdamW weight decay")
+
+
+@dataclass
+class DataSection:
+    bucketing_path: Optional[str] = _key(None, "folder of reference len_for_bucket <subset>.csv files")
+    libri_root: Optional[str] = _key(None, "LibriSpeech root")
+    train_set: list = _key(["train-clean-100"], "LibriSpeech subsets to train on")
+    test_set: list = _key(["dev-clean"], "LibriSpeech subsets to validate on")
+    manifest: Optional[str] = _key(None, "TSV manifest (fairseq style) instead of LibriSpeech")
+    audio_dir: Optional[str] = _key(None, "any folder of audio files instead of LibriSpeech")
+    valid_manifest: Optional[str] = _key(None, "TSV manifest for validation")
+    valid_audio_dir: Optional[str] = _key(None, "folder of validation audio")
+    cache_dir: Optional[str] = _key(None, "where scanned manifests are cached")
+
+
+SECTIONS: dict[str, type] = {
+    "teacher": TeacherSection,
+    "train": TrainSection,
+    "optimizer": OptimizerSection,
+    "data": DataSection,
+}
+FREE_SECTIONS = ("specaug",)  # read for completeness, unused (specaug must stay off)
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    teacher: TeacherSection
+    train: TrainSection
+    optimizer: OptimizerSection
+    data: DataSection
+    student: StudentConfig
+    family: str
+    source: str = "config"
+    raw_distiller: dict = field(default_factory=dict)
+
+    @property
+    def objective(self) -> str:
+        return self.train.objective or {"starhubert": "star", "fithubert": "fithubert"}.get(self.family, "masking")
+
+    @property
+    def precision(self) -> str:
+        return self.train.precision or ("fp16" if self.train.use_fp16 else "fp32")
+
+    @property
+    def output_dir(self) -> str:
+        return os.path.join(self.train.base_dir, self.train.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        data["distiller"] = self.student.to_dict()
+        data["family"] = self.family
+        return data
+
+
+def list_recipes() -> list[str]:
+    """The shipped recipes (published students with the reference hyper-parameters)."""
+    folder = resources.files("recycle_distill") / "recipes"
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def recipe_path(name: str) -> str:
+    return str(resources.files("recycle_distill") / "recipes" / f"{name}.yaml")
+
+
+def load_train_config(
+    source: Union[str, os.PathLike, Mapping[str, Any]], overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """Read a training YAML (path, recipe name or dict) and apply ``section.key=value`` overrides."""
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source) and str(source) in list_recipes():
+        source = recipe_path(str(source))
+    data, where = load_config_dict(source)
+    data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in data.items()}
+    for item in overrides:
+        _apply_override(data, item)
+    unknown_sections = sorted(set(data) - set(SECTIONS) - {"distiller", "family", *FREE_SECTIONS})
+    for name in unknown_sections:
+        raise ConfigError(f"{where}: unknown section '{name}'{_suggest(name, [*SECTIONS, 'distiller', 'family'])}")
+    sections = {name: _build_section(cls, data.get(name) or {}, name, where) for name, cls in SECTIONS.items()}
+    if "distiller" not in data:
+        raise ConfigError(f"{where}: no 'distiller' section (the student architecture)")
+    student, family = resolve_config({"distiller": data["distiller"], **({"family": data["family"]} if "family" in data else {})})
+    config = TrainConfig(**sections, student=student, family=family, source=where, raw_distiller=dict(data["distiller"]))
+    _check(config)
+    return config
+
+
+def _build_section(cls: type, values: Mapping[str, Any], name: str, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{name}.{key}'{_suggest(key, fields, prefix=name + '.')}")
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(value, fields[key], f"{name}.{key}", where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, spec: dataclasses.Field, key: str, where: str) -> Any:
+    annotation = str(spec.type)
+    if value is None:
+        if "Optional" in annotation:
+            return None
+        raise ConfigError(f"{where}: '{key}' may not be empty")
+    base = annotation.replace("Optional[", "").rstrip("]")
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if base == "bool" and isinstance(value, bool):
+        return value
+    if base == "int" and is_int:
+        return value
+    if base == "float" and (is_int or isinstance(value, float)):
+        return float(value)
+    if base == "float" and isinstance(value, str):
+        try:  # YAML 1.1 reads '5e-3' (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if base == "str" and isinstance(value, str):
+        return value
+    if base == "list" and isinstance(value, (list, tuple)):
+        return list(value)
+    if base == "list" and isinstance(value, str):
+        return [value]
+    raise ConfigError(f"{where}: '{key}' expects {base}, got {value!r}")
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected section.key=value")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"override '{item}': expected section.key=value (e.g. train.batch_size=4)")
+    section, name = parts
+    value = yaml.safe_load(text) if text.strip() else None
+    target = data.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ConfigError(f"override '{item}': '{section}' is not a section")
+    target[name] = value
+
+
+def _suggest(key: str, candidates: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def _check(config: TrainConfig) -> None:
+    train, optimizer = config.train, config.optimizer
+    if train.use_apex:
+        raise ConfigError("train.use_apex: apex is not supported; use train.precision (bf16/fp16)")
+    if train.specaug:
+        raise ConfigError("train.specaug: SpecAugment on the student input is not supported by this trainer")
+    if train.mask_prob_schedule:
+        raise ConfigError("train.mask_prob_schedule: mask-probability schedules are not supported")
+    if train.rec_loss_type != "mse":
+        raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {train.rec_loss_type!r}")
+    if config.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {config.precision!r}")
+    if config.objective not in ("masking", "star", "fithubert"):
+        raise ConfigError(f"train.objective: masking, star or fithubert, got {config.objective!r}")
+    if config.objective == "masking" and config.family not in ("armhubert", "maskhubert"):
+        raise ConfigError(f"train.objective: masking distillation needs heads and mask_emb, which {config.family} lacks")
+    if config.objective == "fithubert" and config.family != "fithubert":
+        raise ConfigError("train.objective: fithubert hints need the fithubert family (time reduction + heads)")
+    if config.objective == "star" and config.family == "fithubert":
+        raise ConfigError("train.objective: STaR needs layer outputs at the CNN frame rate; not fithubert")
+    if train.batch_size < 1 or train.accumulate_grad_batches < 1:
+        raise ConfigError("train.batch_size and train.accumulate_grad_batches must be >= 1")
+    if train.num_epochs < 1 and train.max_steps < 1:
+        raise ConfigError("train.num_epochs or train.max_steps must be >= 1")
+    if optimizer.name != "AdamW_with_schedule":
+        raise ConfigError(f"optimizer.name: only AdamW_with_schedule is supported, got {optimizer.name!r}")
+    if not 0.0 <= optimizer.warmup_proportion < 1.0:
+        raise ConfigError("optimizer.warmup_proportion must be in [0, 1)")
+    if len(optimizer.betas) != 2:
+        raise ConfigError("optimizer.betas must be two numbers")
+    if not 0 <= train.distil_random_layer <= config.student.encoder_layers - 1:
+        raise ConfigError(
+            f"train.distil_random_layer: {train.distil_random_layer} hint layers, but the student has only "
+            f"{config.student.encoder_layers - 1} layers below the last"
+        )
+    if not config.teacher.teacher_model:
+        raise ConfigError("teacher.teacher_model: no teacher given")
+    data = config.data
+    if not (data.libri_root or data.manifest or data.audio_dir or data.bucketing_path):
+        raise ConfigError("data: give libri_root (+ train_set), manifest, or audio_dir")
+
+
+def config_help() -> str:
+    """Every key with its default and meaning, for ``--help``."""
+    lines = ["configuration keys (YAML sections; override any with section.key=value):", ""]
+    for name, cls in SECTIONS.items():
+        lines.append(f"{name}:")
+        for spec in dataclasses.fields(cls):
+            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
+            lines.append(f"  {spec.name} (default {default!r}): {spec.metadata.get('help', '')}")
+        lines.append("")
+    lines.append("distiller: the student architecture (see recycle_distill.StudentConfig; unknown keys warn)")
+    lines.append("family: armhubert, maskhubert, starhubert or fithubert (default: inferred from distiller)")
+    lines.append(f"specaug: accepted and ignored (train.specaug must be false)")
+    return "\n".join(lines)
