@@ -41,6 +41,10 @@ def atomic_write(path: str, write: Any) -> None:
     os.close(handle)
     try:
         write(temp_path)
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):

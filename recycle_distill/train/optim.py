@@ -23,7 +23,7 @@ def warmup_linear_factor(step: int, total_steps: int, warmup_proportion: float) 
     progress = step / total_steps
     if progress < warmup_proportion:
         return progress / warmup_proportion
-    return max((progress - 1.0) / (warmup_proportion - 1.0), 0.0)
+    return max(0.0, (progress - 1.0) / (warmup_proportion - 1.0))
 
 
 def build_optimizer(

@@ -1,0 +1,338 @@
+"""The distillation loop: one process or many (torchrun), exact resume, TensorBoard, export.
+
+Order of one optimizer step: ``accumulate_grad_batches`` micro-batches (forward under
+autocast, backward, DDP gradient sync only on the last), then unscale, clip, step, schedule.
+Checkpoints are taken only between optimizer steps and hold everything random (RNG states,
+sampler position), so a run killed at any point and resumed from its last checkpoint
+repeats the lost work exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_student as load_student_checkpoint
+from ..data import AudioDataset, make_dataloader
+from ..models import FAMILIES, StudentModel
+from ..teacher import load_teacher, resolve_layer_mapping
+from .config import TrainConfig
+from .data import build_manifests
+from .distributed import DistributedContext
+from .objectives import build_objective
+from .optim import build_optimizer
+from .state import (FAULT_ENV, capture_rng, export_student, latest_checkpoint, load_training_state,
+                    prune_checkpoints, restore_rng, save_training_state)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Distil ``config.student`` from ``config.teacher`` on ``config.data``."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        train = config.train
+        self.dist = DistributedContext.from_env(train.device)
+        self.device = self.dist.device
+        self.output_dir = config.output_dir
+        self.checkpoint_dir = os.path.join(self.output_dir, "checkpoints")
+        if train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(train.seed)  # the student's initial weights
+
+        self.teacher = load_teacher(config.teacher.teacher_model, normalize=config.teacher.normalize).to(self.device)
+        self.student = self._build_student()
+        self._check_dimensions()
+        layer_mapping = resolve_layer_mapping(config.student.encoder_layers, self.teacher.num_layers,
+                                              config.teacher.layer_mapping)
+        self.objective = build_objective(config, layer_mapping)
+
+        train_entries, valid_entries = build_manifests(config, self.student.receptive_field)
+        max_samples = int(train.max_audio_seconds * 16000) if train.max_audio_seconds else None
+        self.train_set = AudioDataset(train_entries, max_samples=max_samples, random_crop=True, seed=train.seed)
+        self.valid_set = AudioDataset(valid_entries, max_samples=max_samples, random_crop=False) if valid_entries else None
+        loader_options = dict(num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
+                              generator=torch.Generator().manual_seed(train.seed))
+        self.train_loader = make_dataloader(self.train_set, train.batch_size, shuffle=True, seed=train.seed,
+                                            num_replicas=self.dist.world_size, rank=self.dist.rank, **loader_options)
+        self.valid_loader = (
+            make_dataloader(self.valid_set, train.batch_size, shuffle=False, seed=train.seed,
+                            num_replicas=self.dist.world_size, rank=self.dist.rank, **loader_options)
+            if self.valid_set is not None else None
+        )
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / train.accumulate_grad_batches)
+        self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        self.precision = self._resolve_precision()
+        self.optimizer, self.scheduler = build_optimizer(self.student.parameters(), config.optimizer, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.model: nn.Module = self.student
+        if self.dist.enabled:
+            # Heads outside the epoch's hint subset and FitHuBERT's S3PRL upsampler get no gradient.
+            self.model = DistributedDataParallel(self.student, find_unused_parameters=True,
+                                                 device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if train.compile:
+            self.model = torch.compile(self.model)
+
+        self.step = 0
+        self.epoch = 0
+        self._epoch_done = True
+        self._last_saved_step = -1
+        self.best_valid = math.inf
+        self.writer = self._summary_writer()
+        if train.checkpoint:
+            self._resume(train.checkpoint)
+
+    # ------------------------------------------------------------------ setup
+    def _build_student(self) -> StudentModel:
+        config = self.config
+        if config.train.init_student:
+            student = load_student_checkpoint(config.train.init_student, config.family, {"distiller": config.student.to_dict()})
+        else:
+            student = FAMILIES[config.family](config.student)
+        return student.to(self.device).train()
+
+    def _check_dimensions(self) -> None:
+        if self.config.objective in ("masking", "fithubert"):
+            head_dim = self.config.student.pred_head_final_dim
+            if head_dim != self.teacher.embed_dim:
+                raise ValueError(
+                    f"distiller.pred_head_final_dim is {head_dim} but the teacher's layers are "
+                    f"{self.teacher.embed_dim}-d: the heads must predict the teacher's width"
+                )
+
+    def _resolve_precision(self) -> str:
+        precision = self.config.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            logger.warning("precision fp16 needs CUDA; training in fp32 on %s", self.device)
+            return "fp32"
+        return precision
+
+    def _summary_writer(self):
+        if not self.dist.is_main:
+            return None
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.config.to_dict(), handle, indent=2)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard is not installed: no training curves (pip install tensorboard)")
+            return None
+        return SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps``; returns a summary (losses, export path)."""
+        train = self.config.train
+        accumulate = train.accumulate_grad_batches
+        progress = tqdm(total=self.total_steps, initial=self.step, desc="distil", unit="step",
+                        disable=not self.dist.is_main, dynamic_ncols=True)
+        window = {"loss": 0.0, "utterances": 0, "started": time.perf_counter()}
+        last_loss = math.nan
+        while self.step < self.total_steps:
+            epoch = self.epoch
+            self.train_loader.set_epoch(epoch)
+            self.objective.set_epoch(epoch)
+            self._epoch_done = False
+            micro = 0
+            step_terms: dict[str, float] = {}
+            for batch in self.train_loader:
+                if self.dist.any(batch.is_empty):  # all ranks skip together, or DDP would hang
+                    continue
+                batch = batch.to(self.device)
+                micro += 1
+                sync = micro == accumulate
+                with self._no_sync(not sync), self._autocast():
+                    result = self.objective.training_loss(self.model, self.teacher, batch)
+                self.scaler.scale(result.total / accumulate).backward()
+                _accumulate(step_terms, result, accumulate)
+                window["utterances"] += len(batch) * self.dist.world_size
+                self._maybe_die(self.step * accumulate + micro)
+                if sync:
+                    last_loss = self._optimizer_step(step_terms, progress, window)
+                    micro, step_terms = 0, {}
+                    if self._periodic(train.val_every_steps):
+                        self.validate()
+                    if self._periodic(train.save_every_steps):
+                        self.save()
+                    if self.step >= self.total_steps:
+                        break
+            else:
+                if micro:  # the epoch's leftover micro-batches make one last, smaller step
+                    last_loss = self._optimizer_step(step_terms, progress, window)
+                self.epoch = epoch + 1
+                self._epoch_done = True
+                if train.val_every_steps == 0:
+                    self.validate()
+                if train.save_every_steps == 0:
+                    self.save()
+        if self._last_saved_step != self.step:  # e.g. stopped mid-epoch at max_steps
+            self.save()
+        progress.close()
+        self.train_set.log_skip_summary()
+        export = self.export()
+        self.dist.barrier()
+        return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
+
+    def _optimizer_step(self, terms: dict[str, float], progress: tqdm, window: dict[str, Any]) -> float:
+        train = self.config.train
+        self.scaler.unscale_(self.optimizer)
+        if train.gradient_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), train.gradient_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        terms = {name: self.dist.mean(value) for name, value in sorted(terms.items())}
+        loss = terms["loss"]
+        lr = self.scheduler.get_last_lr()[0]
+        window["loss"] += loss
+        if self.dist.is_main:
+            record = {"step": self.step, "epoch": self.epoch, "lr": lr, **terms}
+            with open(os.path.join(self.output_dir, "metrics.jsonl"), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if self.writer is not None:
+                for name, value in terms.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.step)
+                self.writer.add_scalar("train/lr", lr, self.step)
+        if self.step % self.config.train.log_every_steps == 0 or self.step == 1:
+            elapsed = time.perf_counter() - window["started"]
+            speed = window["utterances"] / max(elapsed, 1e-9)
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", utt_s=f"{speed:.1f}")
+            if self.writer is not None:
+                self.writer.add_scalar("train/utterances_per_second", speed, self.step)
+                self.writer.add_scalar("data/skipped_files", self.train_set.skipped, self.step)
+            window.update(loss=0.0, utterances=0, started=time.perf_counter())
+        progress.update(1)
+        return loss
+
+    def _periodic(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _no_sync(self, skip_sync: bool):
+        if skip_sync and isinstance(self.model, DistributedDataParallel):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _maybe_die(micro_index: int) -> None:
+        """Fault injection for the resume tests: ``RECYCLE_DISTILL_FAULT=kill:<micro-batch>``."""
+        if os.environ.get(FAULT_ENV, "") == f"kill:{micro_index}":
+            os.kill(os.getpid(), 9)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> Optional[float]:
+        if self.valid_loader is None:
+            return None
+        self.student.eval()
+        total, count, terms = 0.0, 0, {}
+        self.valid_loader.set_epoch(0)
+        for batch in self.valid_loader:
+            if batch.is_empty:
+                continue
+            batch = batch.to(self.device)
+            with self._autocast():
+                result = self.objective.validation_loss(self.student, self.teacher, batch)
+            total += float(result.total) * len(batch)
+            count += len(batch)
+            for name, value in result.terms.items():
+                terms[name] = terms.get(name, 0.0) + float(value) * len(batch)
+        self.student.train()
+        loss = self.dist.mean(total / max(count, 1))
+        terms = {name: self.dist.mean(value / max(count, 1)) for name, value in terms.items()}
+        improved = loss < self.best_valid
+        self.best_valid = min(self.best_valid, loss)
+        if self.dist.is_main:
+            logger.info("step %d epoch %d | valid loss %.5f (best %.5f)%s | lr %.2e", self.step, self.epoch, loss,
+                        self.best_valid, " *" if improved else "", self.scheduler.get_last_lr()[0])
+            if self.writer is not None:
+                self.writer.add_scalar("valid/loss", loss, self.step)
+                for name, value in terms.items():
+                    self.writer.add_scalar(f"valid/{name}", value, self.step)
+            if improved:
+                save_training_state(self.checkpoint_dir, self.step, self._state(), name="best.pt")
+        return loss
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            # Between epochs the next one starts from its beginning; inside one, at the next batch.
+            "data": None if self._epoch_done else self.train_loader.state_dict(),
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(),
+            "best_valid": self.best_valid,
+            "family": self.config.family,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> Optional[str]:
+        self._last_saved_step = self.step
+        if not self.dist.is_main:
+            return None
+        path = save_training_state(self.checkpoint_dir, self.step, self._state())
+        prune_checkpoints(self.checkpoint_dir, self.config.train.keep_last)
+        logger.info("checkpoint %s", path)
+        return path
+
+    def _resume(self, checkpoint: str) -> None:
+        path = latest_checkpoint(self.checkpoint_dir) if checkpoint == "last" else checkpoint
+        if path is None:
+            logger.info("no checkpoint in %s: starting fresh", self.checkpoint_dir)
+            return
+        for stale in glob.glob(os.path.join(self.checkpoint_dir, ".tmp-*")):
+            os.remove(stale)  # left by a write that was killed; the renamed files are intact
+        state = load_training_state(path)
+        if state["family"] != self.config.family:
+            raise ValueError(f"{path}: a {state['family']} run, but this config trains {self.config.family}")
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.best_valid = int(state["step"]), int(state["epoch"]), float(state["best_valid"])
+        if state["data"] is not None:
+            self.train_loader.load_state_dict(state["data"])
+            self._epoch_done = False
+        restore_rng(state["rng"])
+        logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    def export(self) -> Optional[str]:
+        if not self.dist.is_main:
+            return None
+        path = os.path.join(self.output_dir, "student.safetensors")
+        export_student(path, self.student, self.config.family, self.config.train.delete_projections)
+        logger.info("exported the student to %s", path)
+        return path
+
+
+def _accumulate(sums: dict[str, float], result: Any, accumulate: int) -> None:
+    sums["loss"] = sums.get("loss", 0.0) + float(result.total.detach()) / accumulate
+    for name, value in result.terms.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach()) / accumulate
