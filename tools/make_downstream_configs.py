@@ -106,13 +106,21 @@ comment naming its task and origin.
 
 ## Usage with a pip-installed S3PRL
 
-The folder is installed with the package as `recycle_distill/downstream_configs/`:
+The folder is installed with the package as `recycle_distill/downstream_configs/`. Our
+launcher registers the upstreams in `s3prl.hub` and picks the config for `-d` by itself:
+
+```
+recycle-distill superb -m train -n sid_armhubert -u armhubert -d voxceleb1 -k <ckpt> \\
+    -o "config.downstream_expert.datarc.file_path=/data/VoxCeleb1"
+```
+
+Plain `python -m s3prl.run_downstream` does not know `-u armhubert` unless `patch_hub.py` has
+registered the upstreams in that s3prl's `hub.py`; then pass the config explicitly:
 
 ```
 CONFIGS=$(python -c "import importlib.resources as r; print(r.files('recycle_distill') / 'downstream_configs')")
 python -m s3prl.run_downstream -m train -n sid_armhubert -u armhubert -d voxceleb1 \\
-    -c $CONFIGS/voxceleb1.yaml -k <ckpt> \\
-    -o "config.downstream_expert.datarc.file_path=/data/VoxCeleb1"
+    -c $CONFIGS/voxceleb1.yaml -k <ckpt> -o "config.downstream_expert.datarc.file_path=/data/VoxCeleb1"
 ```
 
 Dataset paths in the configs are S3PRL's placeholders; set them with `-o` (separate several

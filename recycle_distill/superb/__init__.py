@@ -7,9 +7,12 @@
 - :mod:`recycle_distill.superb.score`: the SUPERB Overall score from per-task results (YAML,
   CSV or S3PRL experiment logs), beside the papers' rows (``recycle-distill superb-score``).
 
-Importing this package imports neither torch's heavy parts nor s3prl.
+Importing this package imports neither s3prl nor torchaudio; ``register_upstreams()`` is what
+makes ``s3prl.nn.S3PRLUpstream("armhubert", path_or_url=CKPT)`` work in your own code.
 """
 
 from __future__ import annotations
 
-__all__ = ["launcher", "score"]
+from .launcher import register_upstreams
+
+__all__ = ["launcher", "register_upstreams", "score"]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO
 
-from ..compat import apply_compat, compat_needed
+from ..compat import DISABLE_ENV, apply_compat, compat_needed
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,7 @@ class LaunchPlan:
 
 
 def _strip_own_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the launcher's own flags (run_downstream would reject them)."""
     return [token for token in argv if token not in OWN_FLAGS]
 
 
@@ -239,7 +240,7 @@ def plan_launch(argv: Sequence[str], cuda_available: Optional[bool] = None, cwd:
     if args.config:
         plan.config, plan.config_note = args.config, "given with -c"
     elif args.past_exp:
-        plan.config_note = "from the -e checkpoint (S3PRL's rule)"
+        plan.config_note = "from the -e checkpoint, as S3PRL does"
     elif args.downstream:
         path = shipped_config(args.downstream)
         plan.config = str(path)
@@ -315,6 +316,7 @@ def hand_over(argv: Sequence[str]) -> int:
 
 
 def _compat_line(applied: list[str]) -> str:
+    """One phrase saying whether the compat layer was applied, and why (not)."""
     try:
         from importlib.metadata import version
 
@@ -325,8 +327,8 @@ def _compat_line(applied: list[str]) -> str:
         return f"compat layer applied for torchaudio {torchaudio}: {'; '.join(applied)}"
     if compat_needed():
         return f"compat layer: already active for torchaudio {torchaudio}"
-    reason = "disabled by RECYCLE_DISTILL_NO_COMPAT" if os.environ.get("RECYCLE_DISTILL_NO_COMPAT", "") not in ("", "0") \
-        else f"not needed (torchaudio {torchaudio})"
+    disabled = os.environ.get(DISABLE_ENV, "") not in ("", "0")
+    reason = f"disabled by {DISABLE_ENV}" if disabled else f"not needed (torchaudio {torchaudio})"
     return f"compat layer: {reason}"
 
 
@@ -352,14 +354,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         register_upstreams()
         return hand_over(["-h"])
-    applied = apply_compat()
-    names = register_upstreams()
-    allowed = allow_s3prl_checkpoints()
+    applied = apply_compat()  # before anything imports torchaudio through s3prl
     try:
         plan = plan_launch(argv)
     except ValueError as err:
         print(f"{HEADER} error: {err}", file=sys.stderr)
         return 2
+    names = register_upstreams()
+    allowed = allow_s3prl_checkpoints()
     import s3prl
 
     families: dict[str, int] = {}
@@ -375,14 +377,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         counts = ", ".join(f"{family} {count}" for family, count in families.items())
         print(f"{HEADER} run: mode={plan.mode} split={plan.split}")
-        print(f"{HEADER} registered {len(names)} upstream entries in s3prl.hub ({counts}); "
-              f"s3prl {getattr(s3prl, '__version__', '?')} at {os.path.dirname(s3prl.__file__)}")
-        print(f"{HEADER} {_compat_line(applied)}")
+        print(f"{HEADER} registered {len(names)} upstream entries in s3prl.hub ({counts}) of "
+              f"s3prl {getattr(s3prl, '__version__', '?')} at {os.path.dirname(s3prl.__file__)}; {_compat_line(applied)}")
         print(f"{HEADER} config: {plan.config or '-'} ({plan.config_note or 'S3PRL default'})"
-              + (f"; added override {', '.join(plan.overrides)}" if plan.overrides else ""))
-        print(f"{HEADER} device: {plan.device_note}; checkpoint allow-list: {', '.join(allowed) or 'n/a'}; "
-              f"log: {plan.log_path or 'off'}")
-        print(f"{HEADER} handing over to s3prl.run_downstream with your options"
+              + (f"; added override {', '.join(plan.overrides)}" if plan.overrides else "")
+              + f"; device: {plan.device_note}; log: {plan.log_path or 'off'}")
+        print(f"{HEADER} handing over to s3prl.run_downstream (weights-only checkpoint loads allow "
+              f"{', '.join(allowed) or 'n/a'}) with your options"
               + (f" + {shlex.join(plan.added)}" if plan.added else " unchanged"), flush=True)
         return hand_over(plan.argv)
     finally:

@@ -1,0 +1,126 @@
+"""Parameters, FLOPs, speed and peak memory of a student next to HuBERT Base.
+
+  recycle-distill profile armhubert                      # a preset
+  recycle-distill profile my_student.yaml --batch 4      # a reference -g YAML or ours
+  recycle-distill profile ARMHuBERT-960h.ckpt --family armhubert -g armhubert-960.yaml
+
+The teacher is S3PRL's HubertModel at the HuBERT Base shape with random weights; both
+models get the same noise input. FLOPs are counted by torch's FlopCounterMode while the
+models run (CPU attention kernels included); times are medians of interleaved repeats
+after a warm-up; peak memory is the live tensor peak above the pre-forward level (CPU:
+torch profiler allocator events; CUDA: max_memory_allocated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from .. import profiling
+from ..builder import build_student, list_presets, resolve_config
+from ..checkpoint import load_student
+from ..checkpoint.compact import is_safetensors, read_compact
+from ..config import ConfigError
+from ..models import FAMILIES, StudentModel
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=f"a preset ({', '.join(list_presets())}), a config YAML, or a checkpoint")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                        help="student family (default: from the preset/config/compact file)")
+    parser.add_argument("-g", "--model-config", default=None,
+                        help="architecture YAML or preset for a checkpoint (see `recycle-distill convert`)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="utterance length in seconds (default 10)")
+    parser.add_argument("--batch", type=int, default=1, help="utterances per forward (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model (default 5; 0: no timing)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--no-teacher", action="store_true", help="profile the student alone")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+
+
+def load_model(source: str, family: str | None, model_config: str | None) -> tuple[StudentModel, str]:
+    """A student from a preset name, a config YAML or a checkpoint; returns (model, family)."""
+    if source in list_presets() and not os.path.exists(source):
+        model = build_student(source, family)
+        return model, model.family
+    if not os.path.exists(source):
+        raise ConfigError(f"'{source}' is neither a preset ({', '.join(list_presets())}) nor an existing file")
+    if source.endswith(CONFIG_SUFFIXES):
+        model = build_student(source, family)
+        return model, model.family
+    if family is None and model_config is not None:
+        _, family = resolve_config(model_config)
+    if family is None and is_safetensors(source):
+        family = read_compact(source)[1]
+    if family is None:
+        raise ConfigError(f"{source}: give the student family with --family (or the architecture with -g)")
+    return load_student(source, family, model_config), family
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.batch < 1 or args.seconds <= 0:
+        print("error: --batch must be >= 1 and --seconds > 0")
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: CUDA is not available")
+        return 2
+    try:
+        student, family = load_model(args.model, args.family, args.model_config)
+    except (ConfigError, ValueError, OSError) as err:
+        print(f"error: {err}")
+        return 1
+    name = os.path.basename(args.model) if os.path.exists(args.model) else args.model
+    targets = [profiling.ProfileTarget(name, student, profiling.student_forward(student),
+                                       profiling.STUDENT_HEAD_PREFIXES)]
+    if not args.no_teacher:
+        teacher = profiling.build_hubert_base()
+        targets.append(profiling.ProfileTarget("HuBERT Base", teacher, profiling.teacher_forward(teacher),
+                                               profiling.TEACHER_HEAD_PREFIXES))
+    profiles = profiling.profile_models(
+        targets, seconds=args.seconds, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
+        device=args.device, measure_memory=not args.no_memory,
+    )
+    setting = {
+        "family": family, "device": args.device, "threads": torch.get_num_threads(), "dtype": "float32",
+        "batch": args.batch, "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup,
+        "torch": torch.__version__,
+    }
+    if args.json:
+        print(json.dumps({"setting": setting, "profiles": [p.to_dict() for p in profiles]}, indent=1))
+        return 0
+    print(f"{name} ({family}) vs HuBERT Base (S3PRL HubertModel, random weights)" if not args.no_teacher
+          else f"{name} ({family})")
+    print(f"input: {args.batch} x {args.seconds:g} s ({int(round(args.seconds * profiling.SAMPLE_RATE))} samples) "
+          f"float32 noise, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"time: median of {args.repeats} after {args.warmup} warm-up")
+    if args.no_teacher:
+        _print_single(profiles[0])
+    else:
+        print(profiling.format_comparison(profiles[0], profiles[1], args.device))
+    print("FLOPs: torch FlopCounterMode (+ CPU attention kernels it misses); MACs = FLOPs / 2")
+    if profiles[0].memory_method:
+        print(f"memory: {profiles[0].memory_method}")
+    return 0
+
+
+def _print_single(profile: profiling.ModelProfile) -> None:
+    print(f"params (total)          {profile.params.total / 1e6:.2f}M")
+    print(f"params (without heads)  {profile.params.without_heads / 1e6:.2f}M")
+    print(f"GFLOPs / forward        {profile.flops / 1e9:.2f}")
+    print(f"GMACs / forward         {profile.macs / 1e9:.2f}")
+    if profile.times:
+        print(f"wall time / forward (s) {profile.median_time:.3f}")
+        print(f"real-time factor        {profile.real_time_factor:.4f}")
+        print(f"achieved GFLOP/s        {profile.gflops_per_second:.1f}")
+    if profile.peak_memory_bytes is not None:
+        print(f"peak memory (MiB)       {profile.peak_memory_bytes / 2**20:.1f}")
