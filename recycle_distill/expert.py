@@ -6,7 +6,6 @@ import logging
 import os
 from typing import Any, Optional, Union
 
-import torch
 from torch import Tensor, nn
 
 from .builder import ConfigSource

@@ -27,7 +27,7 @@ import yaml
 
 from recycle_distill.compat import compat_needed
 from recycle_distill.superb.launcher import HEADER
-from recycle_distill.superb.score import read_s3prl_results
+from recycle_distill.superb.logs import read_s3prl_results
 
 from conftest import load_fixture
 from superb_data import (

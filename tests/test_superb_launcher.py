@@ -170,7 +170,9 @@ def test_cli_reports_a_missing_config_before_importing_s3prl(capsys):
 
 def test_tee_appends_to_the_log():
     screen, log = io.StringIO(), io.StringIO()
-    tee = launcher._Tee(screen, log)
+    from recycle_distill.commands.superb import _Tee
+
+    tee = _Tee(screen, log)
     print("test acc: 0.5", file=tee)
     assert screen.getvalue() == log.getvalue() == "test acc: 0.5\n"
     assert tee.getvalue() == screen.getvalue()  # everything else is the screen's

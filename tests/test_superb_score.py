@@ -11,15 +11,13 @@ import yaml
 
 from recycle_distill.cli import main as cli_main
 from recycle_distill.superb.launcher import HEADER
+from recycle_distill.superb.logs import parse_log, read_results, read_s3prl_results
 from recycle_distill.superb.score import (
     TASK_KEYS,
     canonical_task,
     format_table,
     load_paper_results,
     overall,
-    parse_log,
-    read_results,
-    read_s3prl_results,
     read_table,
     task_score,
 )

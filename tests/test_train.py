@@ -1,7 +1,5 @@
 """The distillation trainer: configs, objectives end to end, exact resume, DDP, bad input."""
 
-import logging
-import os
 import pathlib
 import shutil
 import signal

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..superb.score import describe, format_table, load_paper_results, read_results
+from ..superb.logs import read_results
+from ..superb.score import describe, format_table, load_paper_results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ Resume with train.checkpoint=last (or a path); the run ends by exporting
 from __future__ import annotations
 
 import argparse
-import logging
 
 from ..config import ConfigError
 from ..train.config import config_help, list_recipes, load_train_config

@@ -18,14 +18,13 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -189,7 +188,7 @@ def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
 
 
 def _sid(options: DemoOptions, out: Path, result: DemoResult) -> None:
-    from ..superb.score import parse_log
+    from ..superb.logs import parse_log
     from .voxceleb import make_voxceleb1_layout
 
     vox = out / "voxceleb1"

@@ -1,8 +1,8 @@
-"""``python -m recycle_distill.superb [run_downstream.py options]``: see :mod:`recycle_distill.superb.launcher`."""
+"""``python -m recycle_distill.superb [run_downstream.py options]``: see :mod:`recycle_distill.commands.superb`."""
 
 import sys
 
-from .launcher import main
+from ..commands.superb import main
 
 if __name__ == "__main__":
     sys.exit(main())

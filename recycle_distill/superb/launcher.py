@@ -1,4 +1,5 @@
-"""Run S3PRL's own ``run_downstream`` with our upstreams registered.
+"""Run S3PRL's own ``run_downstream`` with our upstreams registered (the CLI is
+:mod:`recycle_distill.commands.superb`).
 
 ``recycle-distill superb ...`` (or ``python -m recycle_distill.superb ...``) takes exactly the
 options of S3PRL's ``run_downstream.py`` and:
@@ -30,13 +31,12 @@ import inspect
 import logging
 import os
 import runpy
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Optional, Sequence
 
-from ..compat import DISABLE_ENV, apply_compat, compat_needed
+from ..compat import apply_compat
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ __all__ = [
     "LaunchPlan",
     "allow_s3prl_checkpoints",
     "hub_entries",
-    "main",
     "plan_launch",
     "register_upstreams",
     "shipped_config",
@@ -283,24 +282,6 @@ def plan_launch(argv: Sequence[str], cuda_available: Optional[bool] = None, cwd:
 # --------------------------------------------------------------------------------------
 
 
-class _Tee:
-    """A text stream that writes to ``stream`` and appends to ``log``."""
-
-    def __init__(self, stream: TextIO, log: TextIO) -> None:
-        self._stream, self._log = stream, log
-
-    def write(self, text: str) -> int:
-        self._log.write(text)
-        return self._stream.write(text)
-
-    def flush(self) -> None:
-        self._log.flush()
-        self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def hand_over(argv: Sequence[str]) -> int:
     """Run ``s3prl.run_downstream`` as ``__main__`` with ``argv``; returns its exit status."""
     saved = sys.argv
@@ -313,84 +294,3 @@ def hand_over(argv: Sequence[str]) -> int:
     finally:
         sys.argv = saved
     return 0
-
-
-def _compat_line(applied: list[str]) -> str:
-    """One phrase saying whether the compat layer was applied, and why (not)."""
-    try:
-        from importlib.metadata import version
-
-        torchaudio = version("torchaudio")
-    except Exception:  # not installed
-        torchaudio = "?"
-    if applied:
-        return f"compat layer applied for torchaudio {torchaudio}: {'; '.join(applied)}"
-    if compat_needed():
-        return f"compat layer: already active for torchaudio {torchaudio}"
-    disabled = os.environ.get(DISABLE_ENV, "") not in ("", "0")
-    reason = f"disabled by {DISABLE_ENV}" if disabled else f"not needed (torchaudio {torchaudio})"
-    return f"compat layer: {reason}"
-
-
-USAGE = """\
-usage: recycle-distill superb [run_downstream.py options] [--no-log]
-       python -m recycle_distill.superb [run_downstream.py options] [--no-log]
-
-Runs S3PRL's run_downstream.py with the recycle-distill upstreams registered
-(-u armhubert|maskhubert|starhubert|fithubert[_local|_url] or a published entry), our
-tweaked SUPERB config when -c is not given, and --device cpu when no GPU is present.
-Example:
-  recycle-distill superb -m train -n sid_arm -u armhubert -d voxceleb1 -k ARMHuBERT-960h.ckpt \\
-      -o "config.downstream_expert.datarc.file_path=/data/VoxCeleb1"
---no-log: do not append stdout to <expdir>/superb.log.
-S3PRL's own options follow.
-"""
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The launcher's command line; returns the exit status of run_downstream."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(USAGE)
-        register_upstreams()
-        return hand_over(["-h"])
-    applied = apply_compat()  # before anything imports torchaudio through s3prl
-    try:
-        plan = plan_launch(argv)
-    except ValueError as err:
-        print(f"{HEADER} error: {err}", file=sys.stderr)
-        return 2
-    names = register_upstreams()
-    allowed = allow_s3prl_checkpoints()
-    import s3prl
-
-    families: dict[str, int] = {}
-    for entry in hub_entries().values():
-        family = entry.__module__.split(".")[-2]
-        families[family] = families.get(family, 0) + 1
-    log_file: Optional[TextIO] = None
-    saved_stdout = sys.stdout
-    if plan.log_path is not None:
-        plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(plan.log_path, "a", encoding="utf-8")
-        sys.stdout = _Tee(saved_stdout, log_file)
-    try:
-        counts = ", ".join(f"{family} {count}" for family, count in families.items())
-        print(f"{HEADER} run: mode={plan.mode} split={plan.split}")
-        print(f"{HEADER} registered {len(names)} upstream entries in s3prl.hub ({counts}) of "
-              f"s3prl {getattr(s3prl, '__version__', '?')} at {os.path.dirname(s3prl.__file__)}; {_compat_line(applied)}")
-        print(f"{HEADER} config: {plan.config or '-'} ({plan.config_note or 'S3PRL default'})"
-              + (f"; added override {', '.join(plan.overrides)}" if plan.overrides else "")
-              + f"; device: {plan.device_note}; log: {plan.log_path or 'off'}")
-        print(f"{HEADER} handing over to s3prl.run_downstream (weights-only checkpoint loads allow "
-              f"{', '.join(allowed) or 'n/a'}) with your options"
-              + (f" + {shlex.join(plan.added)}" if plan.added else " unchanged"), flush=True)
-        return hand_over(plan.argv)
-    finally:
-        sys.stdout = saved_stdout
-        if log_file is not None:
-            log_file.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

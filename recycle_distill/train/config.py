@@ -294,5 +294,5 @@ def config_help() -> str:
         lines.append("")
     lines.append("distiller: the student architecture (see recycle_distill.StudentConfig; unknown keys warn)")
     lines.append("family: armhubert, maskhubert, starhubert or fithubert (default: inferred from distiller)")
-    lines.append(f"specaug: accepted and ignored (train.specaug must be false)")
+    lines.append("specaug: accepted and ignored (train.specaug must be false)")
     return "\n".join(lines)

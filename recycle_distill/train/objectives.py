@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch

@@ -6,7 +6,6 @@ the weights match a preset), a plain state dict, or our compact .safetensors fil
 `reference_batched_reuse=True` or `per_utterance_cnn=True` reach the model config.
 """
 
-from recycle_distill.hub_entries import load_released as _load_released
 from recycle_distill.hub_entries import load_upstream as _load_upstream
 
 
