@@ -239,6 +239,8 @@ def _report(options: DemoOptions, out: Path, result: DemoResult) -> None:
     paths = write_report(out, options, result)
     for path in paths:
         options.echo(f"    wrote {path}")
+    if not any(path.suffix == ".png" for path in paths):
+        options.echo("    loss.png NOT written: matplotlib is not installed (pip install matplotlib)")
 
 
 def _clear_voxceleb1_cache() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import ConfigError, StudentConfig
-from ..modules.transformer_layer import ReuseTransformerLayer, TransformerLayer
+from ..modules.transformer_layer import ReuseTransformerLayer
 from .student import StudentModel
 
 
@@ -17,28 +17,18 @@ class ARMHuBERT(StudentModel):
     def build_layers(self, config: StudentConfig) -> list[nn.Module]:
         if config.reuse_pattern is None:
             raise ConfigError("config key 'reuse_pattern': ARMHuBERT needs one (e.g. [True, False] * 6)")
-        layers: list[nn.Module] = []
-        for computes_attention in config.reuse_pattern:
-            if computes_attention:
-                layers.append(
-                    TransformerLayer(
-                        config.encoder_embed_dim,
-                        config.encoder_ffn_embed_dim,
-                        config.encoder_attention_heads,
-                        config.dropout,
-                        config.attention_dropout,
-                        config.activation_dropout,
-                    )
-                )
-            else:
-                layers.append(
-                    ReuseTransformerLayer(
-                        config.encoder_embed_dim,
-                        config.encoder_ffn_embed_dim,
-                        config.encoder_attention_heads,
-                        config.dropout,
-                        config.activation_dropout,
-                        pair_like_reference=config.reference_batched_reuse,
-                    )
-                )
-        return layers
+        return [
+            self.full_attention_layer(config) if computes_attention else self.reuse_layer(config)
+            for computes_attention in config.reuse_pattern
+        ]
+
+    @staticmethod
+    def reuse_layer(config: StudentConfig) -> ReuseTransformerLayer:
+        return ReuseTransformerLayer(
+            config.encoder_embed_dim,
+            config.encoder_ffn_embed_dim,
+            config.encoder_attention_heads,
+            config.dropout,
+            config.activation_dropout,
+            pair_like_reference=config.reference_batched_reuse,
+        )

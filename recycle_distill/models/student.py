@@ -74,17 +74,18 @@ class StudentModel(nn.Module):
     # ---------------------------------------------------------------- blocks
     def build_layers(self, config: StudentConfig) -> list[nn.Module]:
         """N full-attention post-LN layers."""
-        return [
-            TransformerLayer(
-                config.encoder_embed_dim,
-                config.encoder_ffn_embed_dim,
-                config.encoder_attention_heads,
-                config.dropout,
-                config.attention_dropout,
-                config.activation_dropout,
-            )
-            for _ in range(config.encoder_layers)
-        ]
+        return [self.full_attention_layer(config) for _ in range(config.encoder_layers)]
+
+    @staticmethod
+    def full_attention_layer(config: StudentConfig) -> TransformerLayer:
+        return TransformerLayer(
+            config.encoder_embed_dim,
+            config.encoder_ffn_embed_dim,
+            config.encoder_attention_heads,
+            config.dropout,
+            config.attention_dropout,
+            config.activation_dropout,
+        )
 
     def build_encoder(self, config: StudentConfig) -> TransformerEncoder:
         return TransformerEncoder(config, self.build_layers(config))
