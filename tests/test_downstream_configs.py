@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recycle_distill import s3prl_patch as ph  # the library behind patch_hub.py
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
 PACKAGE_DIR = REPO / "recycle_distill" / "downstream_configs"
@@ -28,7 +30,6 @@ def _load(name: str, path: Path):
     return module
 
 
-ph = _load("patch_hub", REPO / "patch_hub.py")
 make = _load("make_downstream_configs", REPO / "tools" / "make_downstream_configs.py")
 TASKS = {task.key: task for task in ph.TASKS}
 WARMUP = {"PR": 1400, "KS": 1400, "IC": 1000, "SID": 5000, "ER": 1400, "ASR": 1400,

@@ -12,28 +12,15 @@ import json
 import os
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from recycle_distill import s3prl_patch as ph  # the library behind patch_hub.py
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
-
-
-def _load_patch_hub():
-    """Import the standalone patch_hub.py script as a module."""
-    if "patch_hub" in sys.modules:
-        return sys.modules["patch_hub"]
-    spec = importlib.util.spec_from_file_location("patch_hub", REPO / "patch_hub.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["patch_hub"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ph = _load_patch_hub()
 TASKS = {task.key: task for task in ph.TASKS}
 
 SID_DIFF = """\

@@ -23,7 +23,8 @@ import yaml
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
-import patch_hub  # noqa: E402  (standalone script at the repository root)
+# The library behind patch_hub.py, under its old name so the code below reads the same.
+from recycle_distill import s3prl_patch as patch_hub  # noqa: E402  (needs the path above)
 
 DEFAULT_SRC = REPO_DIR / "tests" / "data" / "s3prl_tree"
 DEFAULT_OUT = REPO_DIR / "recycle_distill" / "downstream_configs"

@@ -1,0 +1,70 @@
+"""Register the recycle-distill upstreams in S3PRL and apply the SUPERB config tweaks.
+
+This is the library behind ``patch_hub.py`` at the repository root (run that script; see its
+docstring for the usage).  ``<s3prl root>`` is either a git checkout of S3PRL (recognised by
+``s3prl/hub.py`` and ``s3prl/downstream/``) or an installed ``s3prl`` package directory such
+as ``site-packages/s3prl`` (recognised by ``hub.py`` and ``downstream/``).  A pip-installed
+S3PRL ships no downstream configs; use the pre-patched ones in ``downstream_configs/``.
+
+What it does:
+
+* appends a marked block to ``hub.py`` that imports the hubconf of every student family
+  (armhubert, maskhubert, starhubert, fithubert) from the installed
+  ``recycle_distill.upstreams`` package, or, with ``--copy``, copies ``upstreams/<family>``
+  from this repository into ``s3prl/upstream/<family>`` and imports it from there, the way
+  S3PRL's own hub.py imports its upstreams (registration.py, copies.py);
+* uncomments the learning-rate scheduler block in the PR, KS, IC, SID, ER, ASR, SF and ASV
+  configs and raises the SID learning rate from 1.0e-4 to 1.0e-3 (QbE and SD are unchanged)
+  (tasks.py, configs.py).
+
+Every file it changes is backed up once as ``<file>.recycle-distill.orig``; copied folders
+are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (files.py, manifest.py).
+Files whose content is neither the expected original nor our patched version are reported and
+left alone.  A run is planned in full (plan.py, operations.py) before anything is written.
+
+Exit status: 0 when everything is in the wanted state, 1 when some file was left alone
+(see the warnings), 2 when the tree was refused.
+
+Needs only the standard library and PyYAML: nothing here may import torch, so that
+``patch_hub.py`` runs with the Python that runs S3PRL's scripts, or any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cli import main, show_diff, unified_diff
+from .configs import check_tweaked, patch_config_text, set_optimizer_lr, uncomment_scheduler
+from .errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, PatchError, RefusedError
+from .files import BACKUP_SUFFIX, atomic_write, backup_path, tree_hashes
+from .manifest import MANIFEST_NAME
+from .operations import plan_patch, plan_revert
+from .plan import Plan, Write, apply
+from .registration import (
+    FAMILIES,
+    HUB_BEGIN,
+    HUB_END,
+    add_hub_block,
+    find_hub_block,
+    hub_block,
+    remove_hub_block,
+)
+from .tasks import TASKS, Task, format_lr
+from .tree import Tree, locate_tree
+
+# The repository this package sits in.  patch_hub.py runs it from the checkout, where these
+# folders exist; cli.main reads the two below from here at call time, so setting them on this
+# package points a run elsewhere.
+REPO_DIR = Path(__file__).resolve().parents[2]
+UPSTREAMS_DIR = REPO_DIR / "upstreams"  # what --copy copies into s3prl/upstream/
+DOWNSTREAM_CONFIGS_DIR = REPO_DIR / "downstream_configs"  # pre-patched configs to point to
+
+__all__ = [
+    "BACKUP_SUFFIX", "DOWNSTREAM_CONFIGS_DIR", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
+    "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "REPO_DIR", "TASKS", "UPSTREAMS_DIR",
+    "PatchError", "Plan", "RefusedError", "Task", "Tree", "Write",
+    "add_hub_block", "apply", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
+    "format_lr", "hub_block", "locate_tree", "main", "patch_config_text", "plan_patch",
+    "plan_revert", "remove_hub_block", "set_optimizer_lr", "show_diff", "tree_hashes",
+    "uncomment_scheduler", "unified_diff",
+]

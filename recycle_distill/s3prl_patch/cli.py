@@ -1,0 +1,99 @@
+"""The ``patch_hub.py`` command line: arguments, the dry-run diff and the report."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib.util
+import sys
+from pathlib import Path
+
+from .errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError
+from .files import BACKUP_SUFFIX
+from .operations import plan_patch, plan_revert
+from .plan import Plan, apply
+from .tree import locate_tree
+
+
+def unified_diff(old: str, new: str, label: str) -> str:
+    """A git-style unified diff of ``old`` -> ``new`` for the file ``label``."""
+
+    def split(text: str) -> list[str]:
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n\\ No newline at end of file\n"
+        return lines
+
+    return "".join(difflib.unified_diff(split(old), split(new), f"a/{label}", f"b/{label}"))
+
+
+def show_diff(plan: Plan) -> str:
+    """The unified diff of every user-visible file the plan writes."""
+    return "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
+                                write.label)
+                   for write in plan.writes if write.label)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description="Register the recycle-distill upstreams (armhubert, maskhubert, "
+                    "starhubert, fithubert) in S3PRL's hub.py and apply the SUPERB "
+                    "fine-tuning tweaks to its downstream configs.",
+        epilog="Exit status: 0 done or nothing to do, 1 some file left alone (see warnings), "
+               "2 refused.")
+    parser.add_argument("root", type=Path,
+                        help="S3PRL git checkout root (holding s3prl/hub.py and "
+                             "s3prl/downstream/), or an installed s3prl package directory")
+    parser.add_argument("--copy", action="store_true",
+                        help="copy upstreams/<family> into s3prl/upstream/<family> and import "
+                             "them from there instead of from the installed recycle_distill")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print a unified diff of what would change and write nothing")
+    parser.add_argument("--revert", action="store_true",
+                        help="restore every file patched by an earlier run, remove the "
+                             "registration, copied upstreams and backups")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = parse_args(argv)
+    # The repository layout is read through the package at call time: its attributes are
+    # the one place to point a run at other folders (the tests use stand-in upstreams).
+    package = sys.modules[__package__]
+    try:
+        tree = locate_tree(args.root)
+        plan = (plan_revert(tree) if args.revert
+                else plan_patch(tree, args.copy, package.UPSTREAMS_DIR,
+                                package.DOWNSTREAM_CONFIGS_DIR))
+    except RefusedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    kind = "S3PRL git checkout" if tree.checkout else "installed s3prl package"
+    print(f"{kind}: {tree.root}")
+    if args.dry_run:
+        print(show_diff(plan), end="")
+    else:
+        apply(plan)
+    for line in plan.lines:
+        print(line)
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
+
+    verb = "reverted" if args.revert else "patched"
+    if plan.changed == 0 and not plan.writes and not plan.removals:
+        print(f"Nothing changed: already {verb}." if not plan.warnings
+              else "Nothing changed.")
+    elif args.dry_run:
+        print(f"Dry run: {plan.changed} item(s) would change; nothing was written.")
+    else:
+        print(f"Done: {plan.changed} item(s) {verb}."
+              + ("" if args.revert else f" Originals kept as *{BACKUP_SUFFIX}; "
+                 "undo with --revert."))
+    if not args.revert and not args.copy and not args.dry_run and plan.changed \
+            and importlib.util.find_spec("recycle_distill") is None:
+        print("note: recycle_distill is not importable by this Python; install it "
+              "(pip install <this repo>) where S3PRL runs, or use --copy.")
+    return EXIT_WARNINGS if plan.warnings else EXIT_OK
+

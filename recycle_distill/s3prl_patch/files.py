@@ -1,0 +1,79 @@
+"""File helpers: atomic writes and folder copies, backups, and content hashes of folders.
+
+Every write goes through a temp file (or folder) in the same directory and os.replace, so an
+interrupted run leaves each file either as it was or as wanted, never half written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BACKUP_SUFFIX = ".recycle-distill.orig"
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of ``path`` (what a replacement or backup should keep)."""
+    return path.stat().st_mode & 0o7777
+
+
+def read_if_file(path: Path) -> bytes | None:
+    """The content of ``path``, or None when it is not a file."""
+    return path.read_bytes() if path.is_file() else None
+
+
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and os.replace.
+
+    The file mode is ``mode`` if given, else the mode of the file being replaced, else
+    0o644 filtered by the umask.
+    """
+    if mode is None:
+        if path.exists():
+            mode = file_mode(path)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o644 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def backup_path(path: Path) -> Path:
+    """Where the original of ``path`` is kept."""
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (ignoring __pycache__ and .pyc)."""
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if "__pycache__" in path.parts or path.suffix == ".pyc" or not path.is_file():
+            continue
+        hashes[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def copy_tree_atomically(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` (replacing an existing ``dst``) through a temp folder."""
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        shutil.copytree(src, tmp / dst.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if dst.exists():
+            os.replace(dst, tmp / "old")
+        os.replace(tmp / dst.name, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
