@@ -14,7 +14,7 @@ What makes it the reference formulation (and what our student does instead):
 * Encoder: time-major (T, B, E) layout, with the transposes that implies.
 * Attention: separate q/k/v projections, ``q *= head_dim ** -0.5``, heads folded into the
   batch as (B*H, T, d) with ``contiguous().view().transpose()``, ``bmm`` scores, padded keys
-  at -inf, softmax in fp32, ``bmm`` with v, heads unfolded, ``out_proj``.
+  at -inf, softmax in fp32, dropout, ``bmm`` with v, heads unfolded, ``out_proj``.
 * Reuse layers: the previous full layer's (H, B, T, S) probability map is reshaped to
   (B*H, T, S) *without* a transpose (the batch/head pairing of REFERENCE.md item 9; the
   identity when B = 1) and goes through softmax a second time.
@@ -100,12 +100,13 @@ class RefPosConv(nn.Sequential):
 class RefMultiheadAttention(nn.Module):
     """Time-major multi-head attention returning its fp32 (H, B, T, S) probabilities."""
 
-    def __init__(self, embed_dim: int, num_heads: int) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.scaling = self.head_dim**-0.5
+        self.dropout = dropout
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
@@ -130,7 +131,7 @@ class RefMultiheadAttention(nn.Module):
             weights = weights.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
             weights = weights.view(bsz * self.num_heads, tgt_len, src_len)
         weights_float = F.softmax(weights, dim=-1, dtype=torch.float32)
-        probs = weights_float.type_as(weights)
+        probs = F.dropout(weights_float.type_as(weights), self.dropout, self.training)
         attn = torch.bmm(probs, v)
         attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
         attn = self.out_proj(attn)
@@ -173,7 +174,8 @@ class RefLayer(nn.Module):
         embed, ffn, heads = config.encoder_embed_dim, config.encoder_ffn_embed_dim, config.encoder_attention_heads
         self.computes_attention = computes_attention
         self.self_attn: nn.Module = (
-            RefMultiheadAttention(embed, heads) if computes_attention else RefReuseAttention(embed, heads)
+            RefMultiheadAttention(embed, heads, config.attention_dropout) if computes_attention
+            else RefReuseAttention(embed, heads)
         )
         self.dropout1 = nn.Dropout(config.dropout)
         self.dropout2 = nn.Dropout(config.activation_dropout)

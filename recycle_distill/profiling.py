@@ -5,11 +5,13 @@ The library half of ``recycle-distill profile`` and of ``benchmarks/``:
 * **Parameters**: all of ``model.parameters()``, and the same without the prediction heads
   (student ``proj_head.*``; HuBERT's pretraining ``final_proj.*`` / ``label_embs_concat``).
 * **FLOPs**: counted by :class:`torch.utils.flop_counter.FlopCounterMode` while the model
-  runs (no hand formula). torch 2.8 has no formula for the CPU flash-attention kernel that
-  ``F.scaled_dot_product_attention`` dispatches to, so it would silently count attention as
-  zero on CPU (HuBERT Base: 139.0 instead of 148.1 GFLOP per 10 s); we register torch's own
-  SDPA formula for those ops (:data:`EXTRA_FLOP_FORMULAS`). MACs = FLOPs / 2: every op the
-  counter counts (matmul, conv, attention) is made of multiply-accumulates.
+  runs (no hand formula). torch 2.8 has no formula for two CPU kernels that are called
+  without going through an op it knows: the flash-attention kernel behind
+  ``F.scaled_dot_product_attention`` (attention would count as zero on CPU: HuBERT Base
+  139.0 instead of 148.1 GFLOP per 10 s) and ``aten.mkldnn_convolution``, which our CNN
+  calls directly in CPU inference. :data:`EXTRA_FLOP_FORMULAS` registers torch's own SDPA
+  and convolution formulas for them. MACs = FLOPs / 2: every op the counter counts
+  (matmul, conv, attention) is made of multiply-accumulates.
 * **Time**: wall clock, median over repeats after warm-up, the compared models interleaved
   (A, B, A, B, ...) so that load from other processes hits them alike. Real-time factor =
   seconds of compute per second of audio (batch x length).
@@ -30,6 +32,7 @@ import dataclasses
 import logging
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -45,11 +48,15 @@ __all__ = [
     "STUDENT_HEAD_PREFIXES",
     "TEACHER_HEAD_PREFIXES",
     "EXTRA_FLOP_FORMULAS",
+    "MemoryMeasurement",
     "ModelProfile",
     "ParamCount",
+    "ProfileTarget",
     "build_hubert_base",
     "count_flops",
+    "count_flops_by_op",
     "count_parameters",
+    "fused_attention_flops",
     "format_comparison",
     "make_waveforms",
     "peak_memory",
@@ -104,9 +111,16 @@ def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args: Any, out_shape:
     return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
 
 
+def _mkldnn_conv_flops(x, w, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of ``aten.mkldnn_convolution`` (called directly by our CPU inference path)."""
+    return flop_counter.conv_flop_count(x, w, out_shape, transposed=False)
+
+
 def _extra_flop_formulas() -> dict[Any, Callable[..., int]]:
     formulas: dict[Any, Callable[..., int]] = {}
     ops = torch.ops.aten
+    if hasattr(ops, "mkldnn_convolution"):
+        formulas[ops.mkldnn_convolution] = _mkldnn_conv_flops
     if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu"):
         formulas[ops._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
     if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu_backward"):
@@ -119,15 +133,25 @@ EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = _extra_flop_formulas()
 """Formulas added to FlopCounterMode's registry: attention kernels it does not count."""
 
 
-def count_flops(forward: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``forward`` as FlopCounterMode counts them (plus CPU attention).
+def count_flops_by_op(forward: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one call of ``forward`` per aten op (FlopCounterMode + :data:`EXTRA_FLOP_FORMULAS`).
 
     Runs ``forward`` once under ``torch.inference_mode``.
     """
     with torch.inference_mode():
         with flop_counter.FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
             forward()
-    return int(counter.get_total_flops())
+    return {str(op): int(count) for op, count in counter.get_flop_counts()["Global"].items()}
+
+
+def count_flops(forward: Callable[[], Any]) -> int:
+    """Total FLOPs of one call of ``forward`` (see :func:`count_flops_by_op`)."""
+    return sum(count_flops_by_op(forward).values())
+
+
+def fused_attention_flops(by_op: Mapping[str, int]) -> int:
+    """The part of a :func:`count_flops_by_op` result spent in fused attention kernels."""
+    return sum(count for op, count in by_op.items() if "scaled_dot_product" in op or "flash_attention" in op)
 
 
 # ------------------------------------------------------------------------ parameters
@@ -163,10 +187,18 @@ def build_hubert_base(seed: int = 0, num_labels: int = HUBERT_BASE_NUM_LABELS) -
 
     names = {f.name for f in dataclasses.fields(HubertConfig)}
     cfg = HubertConfig(**{k: v for k, v in HUBERT_BASE_CFG.items() if k in names})
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(seed)
-        # HubertModel only needs len() of each label dictionary.
-        model = HubertModel(cfg, HubertPretrainingConfig(), [list(range(num_labels))])
+        warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
+        # S3PRL logs the whole config at INFO on every build.
+        hubert_logger = logging.getLogger(HubertModel.__module__)
+        level = hubert_logger.level
+        hubert_logger.setLevel(max(level, logging.WARNING))
+        try:
+            # HubertModel only needs len() of each label dictionary.
+            model = HubertModel(cfg, HubertPretrainingConfig(), [list(range(num_labels))])
+        finally:
+            hubert_logger.setLevel(level)
     return model.eval()
 
 
@@ -294,6 +326,12 @@ class ModelProfile:
     times: list[float] = field(default_factory=list)
     peak_memory_bytes: Optional[int] = None
     memory_method: str = ""
+    flops_by_op: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fused_attention_flops(self) -> int:
+        """FLOPs in fused attention kernels (zero in plain FlopCounterMode on CPU, torch 2.8)."""
+        return fused_attention_flops(self.flops_by_op)
 
     @property
     def macs(self) -> int:
@@ -318,6 +356,8 @@ class ModelProfile:
             "params_total": self.params.total,
             "params_without_heads": self.params.without_heads,
             "flops": self.flops,
+            "flops_fused_attention": self.fused_attention_flops,
+            "flops_by_op": self.flops_by_op,
             "macs": self.macs,
             "batch": self.batch,
             "seconds": self.seconds,
@@ -355,13 +395,15 @@ def profile_models(
     profiles = []
     for target in targets:
         target.model.to(device).eval()
+        by_op = count_flops_by_op(lambda target=target: target.forward(waves))
         profiles.append(
             ModelProfile(
                 name=target.name,
                 params=count_parameters(target.model, target.head_prefixes),
-                flops=count_flops(lambda target=target: target.forward(waves)),
+                flops=sum(by_op.values()),
                 batch=batch,
                 seconds=seconds,
+                flops_by_op=by_op,
             )
         )
         logger.info("%s: %.2f GFLOP per forward", target.name, profiles[-1].flops / 1e9)
@@ -382,7 +424,7 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}" if b else "-"
 
 
-def format_comparison(student: ModelProfile, teacher: ModelProfile, device: str = "cpu") -> str:
+def format_comparison(student: ModelProfile, teacher: ModelProfile) -> str:
     """A side-by-side table of two profiles with student/teacher ratios."""
     rows: list[tuple[str, str, str, str]] = [
         ("params (total)", f"{student.params.total / 1e6:.2f}M", f"{teacher.params.total / 1e6:.2f}M",

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StudentConfig
+from ..modules.feature_extractor import LARGE_TENSOR_BYTES
 from ..modules.grad import grad_multiply, layer_grad_scales
 from ..modules.positional import ConvPositionalEmbedding
 
@@ -64,10 +65,10 @@ class TransformerEncoder(nn.Module):
         x = self.dropout(x)
 
         if self._runs_per_utterance(x):
-            # Inference on CPU: the layers see one utterance at a time (they never mix
-            # utterances), so the (H, T, T) attention maps of a 10 s utterance (12 MB)
-            # stay in cache and in reused heap memory instead of a fresh (B, H, T, T)
-            # mapping that page-faults on every layer.
+            # Inference on CPU with materialised attention maps: the layers see one
+            # utterance at a time (they never mix utterances), so the (H, T, T) maps of a
+            # 10 s utterance (12 MB) stay in cache and in reused heap memory instead of a
+            # fresh (B, H, T, T) mapping that page-faults on every layer.
             per_item = [
                 self._run_layers(x[i : i + 1], None if attention_mask is None else attention_mask[i : i + 1])
                 for i in range(x.shape[0])
@@ -94,7 +95,10 @@ class TransformerEncoder(nn.Module):
 
     def _runs_per_utterance(self, x: Tensor) -> bool:
         """Whether to run the layers utterance by utterance (see :meth:`forward`)."""
-        if x.shape[0] == 1 or x.device.type != "cpu" or torch.is_grad_enabled():
+        if x.shape[0] == 1 or x.device.type != "cpu" or torch.is_grad_enabled() or not any(self.keeps_probs):
+            return False
+        heads = max((getattr(getattr(layer, "self_attn", None), "num_heads", 1) for layer in self.layers), default=1)
+        if x.shape[0] * heads * x.shape[1] ** 2 * 4 <= LARGE_TENSOR_BYTES:  # float32 maps
             return False
         # The reference batch/head pairing of reused maps mixes utterances: keep the batch.
         return not any(getattr(getattr(layer, "self_attn", None), "pair_like_reference", False) for layer in self.layers)
