@@ -2,12 +2,14 @@
 
 import pathlib
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = pathlib.Path(__file__).parent
 FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
 
-library_packages = find_packages(include=["recycle_distill", "recycle_distill.*"])
+# Namespace discovery also lists the data folders (presets/, recipes/, downstream_configs/),
+# so their package_data is installed without setuptools' "absent from packages" warnings.
+library_packages = find_namespace_packages(include=["recycle_distill", "recycle_distill.*"], exclude=["*.__pycache__"])
 upstream_packages = ["recycle_distill.upstreams"] + [f"recycle_distill.upstreams.{f}" for f in FAMILIES]
 
 setup(

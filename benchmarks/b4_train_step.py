@@ -6,10 +6,11 @@
 One step = span masks, teacher targets (masked and unmasked input), student forward on the
 masked input, the masking-distillation loss, backward, AdamW step.
 
-* ours: the teacher's CNN runs once and its transformer sees the masked and unmasked copies
-  as one 2B batch (``Teacher.forward_masked_and_unmasked``, no autograd); our student.
-* reference order: two full teacher passes (CNN + transformer each, masked then unmasked),
-  and the student in the reference formulation (``reference_formulation.py``: separate q/k/v,
+* ours: the teacher's CNN runs once (on our channels-last CPU path) and its transformer sees
+  the masked and unmasked copies as one 2B batch (``Teacher.forward_masked_and_unmasked``, no
+  autograd); our student; fused AdamW.
+* reference order: two full teacher passes through S3PRL's own modules (CNN + transformer each,
+  masked then unmasked), and the student in the reference formulation (``reference_formulation.py``: separate q/k/v,
   per-head bmm, time-major, recomputed weight norm), as the original trainer ran them.
 
 Both students start from the same weights and the same AdamW state; the losses of the two
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from unittest import mock
 
 import common
 import numpy as np
@@ -31,10 +33,19 @@ from recycle_distill.builder import build_student
 from recycle_distill.losses import masking_distillation_loss
 from recycle_distill.profiling import count_flops
 from recycle_distill.teacher import SpanMaskConfig, Teacher
+from recycle_distill.teacher import teacher as teacher_module
 from reference_formulation import ReferenceARMHuBERT
 
 TARGET = 1.3
 PHASES = ("mask", "teacher", "student_forward", "loss", "backward", "optimizer")
+
+
+def s3prl_cnn(conv_layers: torch.nn.ModuleList, waves: torch.Tensor) -> torch.Tensor:
+    """S3PRL's ConvFeatureExtractionModel.forward: the blocks as built, channels-first."""
+    x = waves.unsqueeze(1)
+    for block in conv_layers:
+        x = block(x)
+    return x
 
 
 def make_masks(teacher: Teacher, waves: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Tensor:
@@ -58,7 +69,9 @@ class Step:
     def teacher_targets(self, waves, lengths, mask):
         if self.name == "ours":
             return self.teacher.forward_masked_and_unmasked(waves, lengths, mask)
-        return self.teacher(waves, lengths, mask_indices=mask), self.teacher(waves, lengths)
+        # The original trainer: two full passes through S3PRL's own modules, CNN included.
+        with mock.patch.object(teacher_module, "run_conv_blocks", s3prl_cnn):
+            return self.teacher(waves, lengths, mask_indices=mask), self.teacher(waves, lengths)
 
     def student_projections(self, waves, lengths, mask):
         if self.name == "ours":

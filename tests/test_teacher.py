@@ -94,7 +94,8 @@ def test_hubert_padding_rule_and_s3prl_forward(teacher: Teacher, reference: dict
     # Our driving of the submodules equals S3PRL's own extract_features exactly.
     with torch.no_grad():
         own, own_mask = teacher.model.extract_features(src, padding_mask=reference["wav_padding_mask"])
-    assert torch.equal(own, out.last_hidden_state) and torch.equal(own_mask, out.padding_mask)
+    # Our CPU channels-last CNN path reorders fp32 sums: equal to S3PRL's own forward within 1e-5.
+    assert torch.allclose(own, out.last_hidden_state, atol=1e-5) and torch.equal(own_mask, out.padding_mask)
     # Outputs are usable as loss targets (no_grad, not inference_mode).
     prediction = torch.zeros_like(out.layer_results[-1], requires_grad=True)
     torch.nn.functional.mse_loss(prediction, out.layer_results[-1]).backward()

@@ -60,44 +60,65 @@ class ConvFeatureExtractor(nn.Module):
 
     def forward(self, waveforms: Tensor) -> Tensor:
         """(B, S) waveforms -> (B, C, T) features (in CPU inference a view of (B, T, C) memory)."""
-        if waveforms.device.type != "cpu" or torch.is_grad_enabled():
-            x = waveforms.unsqueeze(1)
-            for block in self.conv_layers:
-                x = block(x)
-            return x
-        if waveforms.shape[0] * self._largest_activation(waveforms) <= LARGE_TENSOR_BYTES:
-            return self._forward_channels_last(waveforms)
-        first = self._forward_channels_last(waveforms[:1])
-        out = first.new_empty(waveforms.shape[0], first.shape[2], first.shape[1])  # (B, T, C)
-        out[0] = first[0].transpose(0, 1)
-        for index in range(1, waveforms.shape[0]):
-            out[index] = self._forward_channels_last(waveforms[index : index + 1])[0].transpose(0, 1)
-        return out.transpose(1, 2)
+        return run_conv_blocks(self.conv_layers, waveforms)
 
-    def _largest_activation(self, waveforms: Tensor) -> int:
-        """Bytes of the largest per-utterance block output for (B, S) ``waveforms``."""
-        length, largest = waveforms.shape[1], 0
-        for block, (kernel, stride) in zip(self.conv_layers, self.kernel_strides):
-            length = (length - kernel) // stride + 1
-            largest = max(largest, block[0].out_channels * length)
-        return largest * waveforms.element_size()
 
-    def _forward_channels_last(self, waveforms: Tensor) -> Tensor:
-        """(B, S) -> (B, C, T) with (B, T, C) memory, through NHWC convolutions (no autograd)."""
-        # (B, 1, 1, S) with explicit channels-last strides: with one channel both layouts are
-        # the same memory, and the strides decide which one the convolutions produce.
-        x = torch.empty((waveforms.shape[0], 1, 1, waveforms.shape[1]), dtype=waveforms.dtype,
-                        device=waveforms.device, memory_format=torch.channels_last)
-        x.copy_(waveforms[:, None, None, :])
-        for block in self.conv_layers:
-            for module in block:
-                if isinstance(module, nn.Conv1d):
-                    x = _conv_channels_last(x, module)
-                elif isinstance(module, nn.GELU):
-                    x = torch.ops.aten.gelu_(x)
-                else:
-                    x = module(x)  # Dropout and GroupNorm keep the channels-last layout
-        return x.squeeze(2)
+def run_conv_blocks(conv_layers: nn.ModuleList, waveforms: Tensor) -> Tensor:
+    """Run wav2vec 2.0-style CNN blocks on (B, S) waveforms -> (B, C, T).
+
+    ``conv_layers`` are ``Sequential(Conv1d, Dropout, [GroupNorm], GELU)`` blocks: ours, or an
+    S3PRL teacher's ``feature_extractor.conv_layers`` (same layout). CPU inference takes the
+    channels-last path described in :class:`ConvFeatureExtractor`; anything else (autograd,
+    GPUs, blocks with other modules such as the "layer_norm" extractor mode) runs the blocks
+    as built.
+    """
+    fast = waveforms.device.type == "cpu" and not torch.is_grad_enabled() and all(
+        isinstance(module, _FAST_MODULES) for block in conv_layers for module in block
+    )
+    if not fast:
+        x = waveforms.unsqueeze(1)
+        for block in conv_layers:
+            x = block(x)
+        return x
+    if waveforms.shape[0] * _largest_activation(conv_layers, waveforms) <= LARGE_TENSOR_BYTES:
+        return _forward_channels_last(conv_layers, waveforms)
+    first = _forward_channels_last(conv_layers, waveforms[:1])
+    out = first.new_empty(waveforms.shape[0], first.shape[2], first.shape[1])  # (B, T, C)
+    out[0] = first[0].transpose(0, 1)
+    for index in range(1, waveforms.shape[0]):
+        out[index] = _forward_channels_last(conv_layers, waveforms[index : index + 1])[0].transpose(0, 1)
+    return out.transpose(1, 2)
+
+
+_FAST_MODULES = (nn.Conv1d, nn.Dropout, nn.GroupNorm, nn.GELU)
+
+
+def _largest_activation(conv_layers: nn.ModuleList, waveforms: Tensor) -> int:
+    """Bytes of the largest per-utterance block output for (B, S) ``waveforms``."""
+    length, largest = waveforms.shape[1], 0
+    for block in conv_layers:
+        conv = block[0]
+        length = (length - conv.kernel_size[0]) // conv.stride[0] + 1
+        largest = max(largest, conv.out_channels * length)
+    return largest * waveforms.element_size()
+
+
+def _forward_channels_last(conv_layers: nn.ModuleList, waveforms: Tensor) -> Tensor:
+    """(B, S) -> (B, C, T) with (B, T, C) memory, through NHWC convolutions (no autograd)."""
+    # (B, 1, 1, S) with explicit channels-last strides: with one channel both layouts are
+    # the same memory, and the strides decide which one the convolutions produce.
+    x = torch.empty((waveforms.shape[0], 1, 1, waveforms.shape[1]), dtype=waveforms.dtype,
+                    device=waveforms.device, memory_format=torch.channels_last)
+    x.copy_(waveforms[:, None, None, :])
+    for block in conv_layers:
+        for module in block:
+            if isinstance(module, nn.Conv1d):
+                x = _conv_channels_last(x, module)
+            elif isinstance(module, nn.GELU):
+                x = torch.ops.aten.gelu_(x)
+            else:
+                x = module(x)  # Dropout and GroupNorm keep the channels-last layout
+    return x.squeeze(2)
 
 
 def _conv_channels_last(x: Tensor, conv: nn.Conv1d) -> Tensor:

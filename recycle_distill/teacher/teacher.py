@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..modules.feature_extractor import run_conv_blocks
 from ..modules.masks import conv_output_lengths, lengths_to_padding_mask
 from .masking import RandomLike, SpanMaskConfig, compute_mask_indices
 from .s3prl_models import KINDS, kind_of_model
@@ -177,7 +178,8 @@ class Teacher(nn.Module):
             raise ValueError(f"lengths must be (B,)={batch} values in [1, {num_samples}], got {lengths.tolist()}")
         if self.normalize:
             waveforms = self._normalize(waveforms, lengths)
-        features = self.model.feature_extractor(waveforms).transpose(1, 2)
+        # S3PRL's blocks, run as our CNN runs them (channels-last in CPU inference; same values).
+        features = run_conv_blocks(self.model.feature_extractor.conv_layers, waveforms).transpose(1, 2)
         features = self.model.layer_norm(features)
         padding_mask = self._frame_padding(lengths, num_samples, features.shape[1])
         features = features[:, : padding_mask.shape[1]]  # wav2vec 2.0's crop_seq_to_multiple
