@@ -57,7 +57,6 @@ __all__ = [
     "count_flops_by_op",
     "count_parameters",
     "fused_attention_flops",
-    "format_comparison",
     "make_waveforms",
     "peak_memory",
     "profile_models",
@@ -418,44 +417,3 @@ def profile_models(
             measured = peak_memory(lambda target=target: target.forward(waves), device)
             profile.peak_memory_bytes, profile.memory_method = measured.peak_bytes, measured.method
     return profiles
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.3f}" if b else "-"
-
-
-def format_comparison(student: ModelProfile, teacher: ModelProfile) -> str:
-    """A side-by-side table of two profiles with student/teacher ratios."""
-    rows: list[tuple[str, str, str, str]] = [
-        ("params (total)", f"{student.params.total / 1e6:.2f}M", f"{teacher.params.total / 1e6:.2f}M",
-         _ratio(student.params.total, teacher.params.total)),
-        ("params (without heads)", f"{student.params.without_heads / 1e6:.2f}M",
-         f"{teacher.params.without_heads / 1e6:.2f}M",
-         _ratio(student.params.without_heads, teacher.params.without_heads)),
-        ("GFLOPs / forward", f"{student.flops / 1e9:.2f}", f"{teacher.flops / 1e9:.2f}",
-         _ratio(student.flops, teacher.flops)),
-        ("GMACs / forward", f"{student.macs / 1e9:.2f}", f"{teacher.macs / 1e9:.2f}",
-         _ratio(student.macs, teacher.macs)),
-    ]
-    if student.times and teacher.times:
-        rows += [
-            ("wall time / forward (s)", f"{student.median_time:.3f}", f"{teacher.median_time:.3f}",
-             _ratio(student.median_time, teacher.median_time)),
-            ("real-time factor", f"{student.real_time_factor:.4f}", f"{teacher.real_time_factor:.4f}",
-             _ratio(student.real_time_factor, teacher.real_time_factor)),
-            ("achieved GFLOP/s", f"{student.gflops_per_second:.1f}", f"{teacher.gflops_per_second:.1f}",
-             _ratio(student.gflops_per_second, teacher.gflops_per_second)),
-        ]
-    if student.peak_memory_bytes is not None and teacher.peak_memory_bytes is not None:
-        rows.append(("peak memory (MiB)", f"{student.peak_memory_bytes / 2**20:.1f}",
-                     f"{teacher.peak_memory_bytes / 2**20:.1f}",
-                     _ratio(student.peak_memory_bytes, teacher.peak_memory_bytes)))
-    header = ("", student.name, teacher.name, "student/teacher")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    lines = ["  ".join([header[0].ljust(widths[0])] + [h.rjust(w) for h, w in zip(header[1:], widths[1:])])]
-    lines.append("-" * len(lines[0]))
-    lines += ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]) for row in rows]
-    if student.times and teacher.times:
-        lines.append(f"speed-up vs teacher: {teacher.median_time / student.median_time:.2f}x "
-                     f"(FLOP bound {teacher.flops / student.flops:.2f}x)")
-    return "\n".join(lines)

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+
+from ..profiling import count_flops, time_interleaved
 
 __all__ = ["measure_models", "write_report"]
-
-
-def _macs(run) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        run()
-    return counter.get_total_flops() // 2
-
-
-def _real_time_factor(run, seconds_of_audio: float, repeats: int = 3) -> float:
-    with torch.no_grad():
-        run()  # warm-up
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2] / seconds_of_audio
 
 
 def measure_models(teacher_path: str, student_path: str, family: str, seconds: float = 10.0) -> dict[str, Any]:
@@ -40,13 +23,15 @@ def measure_models(teacher_path: str, student_path: str, family: str, seconds: f
     wave = torch.randn(1, int(16000 * seconds)) * 0.1
     lengths = torch.tensor([wave.shape[1]])
     models = {"teacher": lambda: teacher(wave, lengths), "student": lambda: student(wave, lengths)}
+    with torch.no_grad():
+        times = time_interleaved(models, repeats=3, warmup=1)
     report = {}
     for name, run in models.items():
         module = teacher if name == "teacher" else student
         report[name] = {
             "params": sum(p.numel() for p in module.parameters()),
-            "macs": _macs(run),
-            "rtf": _real_time_factor(run, seconds),
+            "macs": count_flops(run) // 2,
+            "rtf": statistics.median(times[name]) / seconds,
         }
     report["seconds"] = seconds
     report["threads"] = torch.get_num_threads()
