@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recycle_distill.s3prl_patch.cli import main  # noqa: E402  (needs the path above)
+from recycle_distill.commands.patch_hub import main  # noqa: E402  (needs the path above)
 
 if __name__ == "__main__":
     sys.exit(main())

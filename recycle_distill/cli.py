@@ -13,6 +13,7 @@ COMMANDS = {
     "convert": ("convert", "convert a released Lightning checkpoint into a compact safetensors student"),
     "superb": ("superb", "run S3PRL's run_downstream with our upstreams registered"),
     "superb-score": ("superb_score", "compute the SUPERB Overall score from per-task results"),
+    "patch-hub": ("patch_hub", "register our upstreams in an S3PRL tree and apply the SUPERB config tweaks"),
     "train": ("train", "distil a student from a teacher (YAML config)"),
     "demo": ("demo", "offline end-to-end demo on a tiny synthetic corpus"),
     "profile": ("profile", "parameters, FLOPs, speed and memory of a student vs HuBERT Base"),

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from recycle_distill import s3prl_patch as ph  # the library behind patch_hub.py
+from recycle_distill.commands.patch_hub import main as patch_hub_main
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
@@ -119,7 +120,7 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 def run(capsys, *args) -> tuple[int, str, str]:
     """Run the CLI in-process; returns (exit status, stdout, stderr)."""
-    code = ph.main([str(arg) for arg in args])
+    code = patch_hub_main([str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import main, show_diff, unified_diff
+from .diff import show_diff, unified_diff
 from .configs import check_tweaked, patch_config_text, set_optimizer_lr, uncomment_scheduler
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, PatchError, RefusedError
 from .files import BACKUP_SUFFIX, atomic_write, backup_path, tree_hashes
@@ -64,7 +64,7 @@ __all__ = [
     "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "REPO_DIR", "TASKS", "UPSTREAMS_DIR",
     "PatchError", "Plan", "RefusedError", "Task", "Tree", "Write",
     "add_hub_block", "apply", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
-    "format_lr", "hub_block", "locate_tree", "main", "patch_config_text", "plan_patch",
+    "format_lr", "hub_block", "locate_tree", "patch_config_text", "plan_patch",
     "plan_revert", "remove_hub_block", "set_optimizer_lr", "show_diff", "tree_hashes",
     "uncomment_scheduler", "unified_diff",
 ]

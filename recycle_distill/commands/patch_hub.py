@@ -1,37 +1,23 @@
-"""The ``patch_hub.py`` command line: arguments, the dry-run diff and the report."""
+"""The ``patch_hub.py`` command line: arguments, applying or showing the plan, the report.
+
+It lives with the other commands and imports only ``recycle_distill.s3prl_patch`` (standard
+library + PyYAML), so ``python patch_hub.py`` runs without torch.
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib.util
 import sys
 from pathlib import Path
 
-from .errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError
-from .files import BACKUP_SUFFIX
-from .operations import plan_patch, plan_revert
-from .plan import Plan, apply
-from .tree import locate_tree
-
-
-def unified_diff(old: str, new: str, label: str) -> str:
-    """A git-style unified diff of ``old`` -> ``new`` for the file ``label``."""
-
-    def split(text: str) -> list[str]:
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n\\ No newline at end of file\n"
-        return lines
-
-    return "".join(difflib.unified_diff(split(old), split(new), f"a/{label}", f"b/{label}"))
-
-
-def show_diff(plan: Plan) -> str:
-    """The unified diff of every user-visible file the plan writes."""
-    return "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
-                                write.label)
-                   for write in plan.writes if write.label)
+from .. import s3prl_patch
+from ..s3prl_patch.diff import show_diff
+from ..s3prl_patch.errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError
+from ..s3prl_patch.files import BACKUP_SUFFIX
+from ..s3prl_patch.operations import plan_patch, plan_revert
+from ..s3prl_patch.plan import apply
+from ..s3prl_patch.tree import locate_tree
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The repository layout is read through the package at call time: its attributes are
     # the one place to point a run at other folders (the tests use stand-in upstreams).
-    package = sys.modules[__package__]
+    package = s3prl_patch
     try:
         tree = locate_tree(args.root)
         plan = (plan_revert(tree) if args.revert
@@ -97,3 +83,19 @@ def main(argv: list[str] | None = None) -> int:
               "(pip install <this repo>) where S3PRL runs, or use --copy.")
     return EXIT_WARNINGS if plan.warnings else EXIT_OK
 
+
+
+# ``recycle-distill patch-hub ...`` is the same command as ``python patch_hub.py ...``.
+PASS_THROUGH = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="patch_hub.py's arguments (see --help)")
+
+
+def run_argv(argv: list[str]) -> int:
+    return main(list(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    return main(args.options)
