@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Mapping, Union
 
 import torch
 import torch.distributed as dist
@@ -53,13 +54,19 @@ class DistributedContext:
             logger.info("rank %d/%d on %s (%s)", rank, world_size, resolved, backend)
         return cls(rank, world_size, local_rank, resolved)
 
-    def mean(self, value: float) -> float:
-        """Average a Python number over ranks (identity without distribution)."""
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor)
-        return float(tensor.item()) / self.world_size
+    def mean(self, values: Mapping[str, Union[float, torch.Tensor]]) -> dict[str, float]:
+        """Average named numbers (floats or 0-d tensors) over ranks in one all-reduce.
+
+        Returns plain floats; this is the only device-to-host copy of the values, so tensors
+        accumulated on a GPU cost one synchronisation per call, not one per value.
+        """
+        names = sorted(values)
+        stacked = torch.stack([torch.as_tensor(values[name], dtype=torch.float64, device=self.device).reshape(())
+                               for name in names]) if names else torch.zeros(0, dtype=torch.float64)
+        if self.enabled and names:
+            dist.all_reduce(stacked)
+            stacked = stacked / self.world_size
+        return dict(zip(names, stacked.tolist()))
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any rank."""

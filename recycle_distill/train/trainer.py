@@ -151,7 +151,7 @@ class Trainer:
             self.objective.set_epoch(epoch)
             self._epoch_done = False
             micro = 0
-            step_terms: dict[str, float] = {}
+            step_terms: dict[str, torch.Tensor] = {}
             for batch in self.train_loader:
                 if self.dist.any(batch.is_empty):  # all ranks skip together, or DDP would hang
                     continue
@@ -190,7 +190,7 @@ class Trainer:
         self.dist.barrier()
         return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
 
-    def _optimizer_step(self, terms: dict[str, float], progress: tqdm, window: dict[str, Any]) -> float:
+    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any]) -> float:
         train = self.config.train
         self.scaler.unscale_(self.optimizer)
         if train.gradient_clip > 0:
@@ -200,7 +200,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        terms = {name: self.dist.mean(value) for name, value in sorted(terms.items())}
+        terms = self.dist.mean(terms)
         loss = terms["loss"]
         lr = self.scheduler.get_last_lr()[0]
         window["loss"] += loss
@@ -262,8 +262,10 @@ class Trainer:
             for name, value in result.terms.items():
                 terms[name] = terms.get(name, 0.0) + float(value) * len(batch)
         self.student.train()
-        loss = self.dist.mean(total / max(count, 1))
-        terms = {name: self.dist.mean(value / max(count, 1)) for name, value in terms.items()}
+        averaged = self.dist.mean({"loss": total / max(count, 1),
+                                   **{name: value / max(count, 1) for name, value in terms.items()}})
+        loss = averaged.pop("loss")
+        terms = averaged
         improved = loss < self.best_valid
         self.best_valid = min(self.best_valid, loss)
         if self.dist.is_main:
@@ -332,7 +334,8 @@ class Trainer:
         return path
 
 
-def _accumulate(sums: dict[str, float], result: Any, accumulate: int) -> None:
-    sums["loss"] = sums.get("loss", 0.0) + float(result.total.detach()) / accumulate
+def _accumulate(sums: dict[str, torch.Tensor], result: Any, accumulate: int) -> None:
+    """Add a micro-batch's loss terms (detached, kept as tensors: no host sync per micro-batch)."""
+    sums["loss"] = sums.get("loss", 0.0) + result.total.detach() / accumulate
     for name, value in result.terms.items():
-        sums[name] = sums.get(name, 0.0) + float(value.detach()) / accumulate
+        sums[name] = sums.get(name, 0.0) + value.detach() / accumulate
