@@ -40,7 +40,7 @@ make_venv() {  # make_venv DIR STACK...
   log "creating $dir with $*"
   "$PYTHON" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  "$dir/bin/python" -m pip install -q "$@" -e ".[test,demo]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$dir/bin/python" -m pip install -q "$@" -e ".[test,demo,hf]" 2>&1 | grep -v '^WARNING: Location' || true
   "$dir/bin/python" -c "import torch, torchaudio, s3prl, recycle_distill" 2>/dev/null \
     || "$dir/bin/python" -c "import recycle_distill.compat as c; c.apply_compat(); import s3prl.hub"
   echo "$want" > "$stamp"

@@ -24,7 +24,7 @@ setup(
     # The S3PRL-conformant folders live at the top level (upstreams/<family>) and are
     # installed as recycle_distill.upstreams.<family>, so S3PRL can import the installed copy.
     package_dir={"recycle_distill.upstreams": "upstreams"},
-    package_data={"recycle_distill": ["presets/*.yaml", "recipes/*.yaml", "superb/*.csv", "downstream_configs/*.yaml", "downstream_configs/*.dict"]},
+    package_data={"recycle_distill": ["presets/*.yaml", "recipes/*.yaml", "superb/*.csv", "downstream_configs/*.yaml", "downstream_configs/*.dict", "downstreams/*/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -42,6 +42,8 @@ setup(
         "superb": ["tensorboardX", "librosa", "editdistance", "pandas"],
         "train": ["tensorboard", "soxr"],
         "demo": ["tensorboard", "soxr", "matplotlib", "tensorboardX", "librosa", "editdistance", "pandas"],
+        # Hugging Face transformers: the HieraDist language-model teacher (and HF export).
+        "hf": ["transformers>=4.40,<5"],
         "test": ["pytest>=7", "tensorboardX", "librosa", "editdistance", "pandas", "tensorboard", "soxr", "matplotlib"],
     },
     entry_points={"console_scripts": ["recycle-distill=recycle_distill.cli:main"]},

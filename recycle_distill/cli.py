@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("train", "distil a student from a teacher (YAML config)"),
     "demo": ("demo", "offline end-to-end demo on a tiny synthetic corpus"),
     "profile": ("profile", "parameters, FLOPs, speed and memory of a student vs HuBERT Base"),
+    "cif-prepare": ("cif_prepare", "precompute the language-model teacher vectors of a CIF-HieraDist corpus"),
 }
 
 
