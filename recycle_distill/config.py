@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from .literal import parse_literal
+from .messages import short_repr
+from .safe_yaml import safe_load_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ INERT_KEYS = (
     "checkpoint_activations", "freeze_student_mask", "update_teacher_mask",
     "encoder_layerdrop", "layer_type", "activation_fn", "pos_conv_depth", "tr_layer_type",
 )
+
+
+MAX_LAYERS = 256
 
 
 class ConfigError(ValueError):
@@ -158,7 +163,7 @@ class StudentConfig:
             ok = _matches(expected, value)
             if not ok:
                 raise ConfigError(
-                    f"config key '{f.name}': expected {expected}, got {value!r} ({type(value).__name__})"
+                    f"config key '{f.name}': expected {expected}, got {short_repr(value)} ({type(value).__name__})"
                 )
             if expected == "float":
                 setattr(self, f.name, float(value))
@@ -170,11 +175,15 @@ class StudentConfig:
             if len(spec) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in spec):
                 raise ConfigError(
                     f"config key 'conv_feature_layers': each entry must be (dim, kernel, stride) "
-                    f"positive ints, got {spec!r}"
+                    f"positive ints, got {short_repr(spec)}"
                 )
         for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"config key '{key}': must be positive, got {getattr(self, key)}")
+        # Far beyond any speech model; a bound keeps a hostile config from building millions
+        # of modules (sizes themselves are checked against the weights before allocation).
+        if self.encoder_layers > MAX_LAYERS or len(self.conv_feature_layers) > MAX_LAYERS:
+            raise ConfigError(f"config: more than {MAX_LAYERS} encoder or conv layers")
         if self.encoder_embed_dim % self.encoder_attention_heads:
             raise ConfigError(
                 f"config key 'encoder_attention_heads': {self.encoder_attention_heads} does not divide "
@@ -205,7 +214,7 @@ class StudentConfig:
         for key, (value, supported) in unsupported.items():
             if value != supported:
                 raise ConfigError(
-                    f"config key '{key}': {value!r} is not supported by the Recycle-and-Distill "
+                    f"config key '{key}': {short_repr(value)} is not supported by the Recycle-and-Distill "
                     f"students (only {supported!r})"
                 )
         for key in ("required_seq_len_multiple", "crop_seq_to_multiple", "tr_reduce_factor", "tr_conv1d_kernel"):
@@ -252,7 +261,7 @@ def load_config_dict(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tupl
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as handle:
         try:
-            data = yaml.safe_load(handle)
+            data = safe_load_bounded(handle)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, Mapping):

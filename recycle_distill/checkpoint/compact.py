@@ -12,9 +12,10 @@ import tempfile
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..messages import short_repr
 from .safe_load import CheckpointError
 
 FORMAT_NAME = "recycle-distill-student"
@@ -25,6 +26,8 @@ __all__ = ["save_compact", "read_compact", "is_safetensors", "atomic_write", "FO
 
 def is_safetensors(path: str) -> bool:
     """True if ``path`` starts like a safetensors file (8-byte header size, then JSON)."""
+    if not os.path.isfile(path):
+        return False
     with open(path, "rb") as handle:
         head = handle.read(9)
     if len(head) < 9:
@@ -70,19 +73,28 @@ def read_compact(path: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
         state_dict = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
+    except MemoryError:
+        raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
+    except Exception as err:  # noqa: BLE001  (SafetensorError, OSError, ...: all mean unreadable)
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path}: a safetensors file without recycle-distill metadata; pass the architecture with -g "
             f"or convert the checkpoint with 'recycle-distill convert'"
         )
-    version = int(metadata.get("format_version", "0"))
+    version_text = metadata.get("format_version", "0")
+    if not (isinstance(version_text, str) and version_text.isascii() and version_text.isdigit() and len(version_text) < 10):
+        raise CheckpointError(
+            f"{path}: damaged metadata: format_version must be a whole number, got {short_repr(version_text)}"
+        )
+    version = int(version_text)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {version} is newer than this library ({FORMAT_VERSION}); upgrade")
     try:
         config = json.loads(metadata["config"])
         family = metadata["family"]
-    except (KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: damaged metadata ({err})") from None
+    except (KeyError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: damaged metadata ({short_repr(err, 200)})") from None
+    if not isinstance(config, dict) or not isinstance(family, str):
+        raise CheckpointError(f"{path}: damaged metadata (the config is not a mapping)")
     return state_dict, family, config

@@ -15,10 +15,10 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from ..builder import ConfigSource, list_presets, resolve_config
-from ..config import StudentConfig
+from ..config import ConfigError, StudentConfig
 from ..models import FAMILIES, StudentModel
 from .compact import is_safetensors, read_compact
-from .safe_load import CheckpointError, safe_torch_load
+from .safe_load import CheckpointError, check_readable_file, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ def read_student_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, to
     optimizer state and hyper-parameters are ignored. A plain state dict is taken as is.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    check_readable_file(path)
     if is_safetensors(path):
         state_dict, family, config = read_compact(path)
         return state_dict, family, config
@@ -84,10 +83,17 @@ def load_student(
     if model_config is not None:
         config, _ = resolve_config(model_config, family, **overrides)
     elif stored_config is not None:
-        config, _ = resolve_config({"distiller": stored_config}, family, **overrides)
+        try:
+            config, _ = resolve_config({"distiller": stored_config}, family, **overrides)
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: its stored config is refused: {err}") from None
     else:
         config = _config_from_matching_preset(path, state_dict, family, overrides)
 
+    # Shapes first, on the meta device (no memory): the config may come from the file itself,
+    # and a crafted one could ask for a model far larger than its weights.
+    with torch.device("meta"):
+        _check_layout(FAMILIES[family](config), state_dict, path)
     model = FAMILIES[family](config)
     _load_strict(model, state_dict, path)
     model.eval()
@@ -95,6 +101,12 @@ def load_student(
 
 
 def _load_strict(model: StudentModel, state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    _check_layout(model, state_dict, path)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _check_layout(model: StudentModel, state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """Raise CheckpointError listing missing/unexpected keys and shape mismatches."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -110,7 +122,6 @@ def _load_strict(model: StudentModel, state_dict: Mapping[str, torch.Tensor], pa
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
                 lines.append(f"  {title}: {shown}")
         raise CheckpointError("\n".join(lines))
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _config_from_matching_preset(

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import zipfile
 from typing import Any, Mapping, Optional, Union
 
 import torch
+
+from .zip_records import check_storage_records
 
 
 class CheckpointError(RuntimeError):
@@ -84,10 +85,15 @@ def safe_torch_load(
             global outside the allow-list (nothing from it is executed).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    check_readable_file(path)
     allowed = KNOWN_GLOBALS if allowed is None else allowed
     safe = [(obj, name) for name, obj in allowed.items()]
+    try:
+        problem = check_storage_records(path)
+    except Exception as err:  # malformed zip directory or pickle: unreadable, whatever the type
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(err)})") from None
+    if problem:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {problem}")
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -101,9 +107,29 @@ def safe_torch_load(
             ) from None
         detail = next((line for line in message.splitlines()[1:] if line.strip()), message)
         raise CheckpointError(f"{path}: refused to load: {detail.strip()}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
+    except Exception as err:  # noqa: BLE001  (OSError, KeyError, IndexError, ... : all mean unreadable)
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(err)})") from None
+
+
+def check_readable_file(path: str) -> None:
+    """Raise CheckpointError unless ``path`` is an existing regular file (says which it is not)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: not readable (permission denied)")
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's text, bounded, or its type name."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first if len(first) <= 200 else first[:200] + "..."
 
 
 def _refused_global(message: str) -> Optional[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..safe_yaml import safe_load_bounded
 from .errors import PatchError
 from .files import backup_path, read_if_file
 from .plan import Plan, plan_backup
@@ -104,7 +105,7 @@ def set_optimizer_lr(lines: list[str], old_lr: float, new_lr: str) -> list[str]:
     match = _LR_LINE.fullmatch(_content(lines[index]))
     value = match.group("value")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = safe_load_bounded(value)
     except yaml.YAMLError:
         parsed = None
     if not isinstance(parsed, float) or parsed != old_lr:
@@ -117,7 +118,7 @@ def set_optimizer_lr(lines: list[str], old_lr: float, new_lr: str) -> list[str]:
 def check_tweaked(text: str, task: Task) -> None:
     """Raise PatchError unless ``text`` parses to a config carrying the task's tweaks."""
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
     except yaml.YAMLError as err:
         raise PatchError(f"it does not parse as YAML ({err.__class__.__name__})") from None
     if not isinstance(data, dict):

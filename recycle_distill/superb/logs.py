@@ -16,6 +16,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import yaml
 
+from ..safe_yaml import safe_load_bounded
 from .launcher import HEADER
 from .score import TASK_BY_KEY, TASKS, ModelResults, Task, read_table
 
@@ -115,7 +116,7 @@ def _read_args(folder: Path) -> dict:
         return {}
     text = files[-1].read_text(encoding="utf-8", errors="replace")
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
         if isinstance(data, dict):
             return data
     except yaml.YAMLError:

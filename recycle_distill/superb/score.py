@@ -35,6 +35,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 import yaml
 
+from ..safe_yaml import safe_load_bounded
+
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +218,10 @@ def read_table(path: PathLike) -> list[ModelResults]:
             name = record.get("model") or record.get("name") or (path.stem if number == 0 else f"{path.stem}-{number}")
             rows.append(_row(name, record, origin))
         return rows
-    data = yaml.safe_load(text)
+    try:
+        data = safe_load_bounded(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{origin}: not valid YAML ({str(err).splitlines()[0][:200]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{origin}: expected a mapping of tasks (or of models to tasks)")
     if data and all(isinstance(value, dict) for value in data.values()):

@@ -20,6 +20,8 @@ import yaml
 
 from ..builder import resolve_config
 from ..config import ConfigError, StudentConfig, load_config_dict
+from ..messages import short_repr
+from ..safe_yaml import safe_load_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ def _build_section(cls: type, values: Mapping[str, Any], name: str, where: str) 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key '{name}.{key}'{_suggest(key, fields, prefix=name + '.')}")
+            shown = key if isinstance(key, str) and len(key) <= 100 else short_repr(key)
+            raise ConfigError(f"{where}: unknown key '{name}.{shown}'{_suggest(str(shown), fields, prefix=name + '.')}")
     kwargs = {}
     for key, value in values.items():
         kwargs[key] = _coerce(value, fields[key], f"{name}.{key}", where)
@@ -218,7 +221,7 @@ def _coerce(value: Any, spec: dataclasses.Field, key: str, where: str) -> Any:
         return list(value)
     if base == "list" and isinstance(value, str):
         return [value]
-    raise ConfigError(f"{where}: '{key}' expects {base}, got {value!r}")
+    raise ConfigError(f"{where}: '{key}' expects {base}, got {short_repr(value)}")
 
 
 def _apply_override(data: dict, item: str) -> None:
@@ -229,7 +232,10 @@ def _apply_override(data: dict, item: str) -> None:
     if len(parts) != 2:
         raise ConfigError(f"override '{item}': expected section.key=value (e.g. train.batch_size=4)")
     section, name = parts
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = safe_load_bounded(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{short_repr(item)}': the value is not valid YAML ({str(err).splitlines()[0][:100]})") from None
     target = data.setdefault(section, {})
     if not isinstance(target, dict):
         raise ConfigError(f"override '{item}': '{section}' is not a section")
@@ -250,11 +256,11 @@ def _check(config: TrainConfig) -> None:
     if train.mask_prob_schedule:
         raise ConfigError("train.mask_prob_schedule: mask-probability schedules are not supported")
     if train.rec_loss_type != "mse":
-        raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {train.rec_loss_type!r}")
+        raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {short_repr(train.rec_loss_type)}")
     if config.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {config.precision!r}")
+        raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {short_repr(config.precision)}")
     if config.objective not in ("masking", "star", "fithubert"):
-        raise ConfigError(f"train.objective: masking, star or fithubert, got {config.objective!r}")
+        raise ConfigError(f"train.objective: masking, star or fithubert, got {short_repr(config.objective)}")
     if config.objective == "masking" and config.family not in ("armhubert", "maskhubert"):
         raise ConfigError(f"train.objective: masking distillation needs heads and mask_emb, which {config.family} lacks")
     if config.objective == "fithubert" and config.family != "fithubert":
@@ -266,7 +272,7 @@ def _check(config: TrainConfig) -> None:
     if train.num_epochs < 1 and train.max_steps < 1:
         raise ConfigError("train.num_epochs or train.max_steps must be >= 1")
     if optimizer.name != "AdamW_with_schedule":
-        raise ConfigError(f"optimizer.name: only AdamW_with_schedule is supported, got {optimizer.name!r}")
+        raise ConfigError(f"optimizer.name: only AdamW_with_schedule is supported, got {short_repr(optimizer.name)}")
     if not 0.0 <= optimizer.warmup_proportion < 1.0:
         raise ConfigError("optimizer.warmup_proportion must be in [0, 1)")
     if len(optimizer.betas) != 2:
