@@ -31,7 +31,10 @@ from .scan import scan_librispeech
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TinyCorpusInfo", "make_tiny_librispeech", "make_len_for_bucket", "espeak_available"]
+__all__ = [
+    "TinyCorpusInfo", "make_tiny_librispeech", "make_len_for_bucket", "espeak_available", "speak",
+    "warn_no_espeak",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -133,6 +136,28 @@ def _loud_fallback_warning() -> None:
         "!! not speech. Install it (apt-get install -y espeak-ng) for a real speech corpus.\n%s",
         banner, NO_ESPEAK_ENV, banner,
     )
+
+
+def warn_no_espeak() -> None:
+    """Log the loud banner that synthetic tones, not speech, are being written."""
+    _loud_fallback_warning()
+
+
+def speak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 175, *,
+          use_espeak: bool = True, seed: int = 0) -> np.ndarray:
+    """16 kHz float32 samples of ``text`` in [-1, 1].
+
+    ``use_espeak=True`` runs espeak-ng with ``voice`` (any espeak-ng voice: ``en-us+m1``,
+    ``cmn`` ...); False gives the harmonic stand-in voice (pitch from ``pitch``, noise from
+    ``seed``). Callers decide once per corpus (see :func:`espeak_available`) and warn loudly.
+    """
+    if use_espeak:
+        samples = _espeak(text, voice, pitch, speed)
+    else:
+        # One syllable-like burst per character for scripts without spaces (Chinese).
+        words = text.split() if len(text.split()) > 1 else list(text.replace(" ", ""))
+        samples = _harmonic_voice(" ".join(words), 100.0 + 2.0 * pitch, np.random.default_rng(seed))
+    return np.clip(samples, -1.0, 1.0).astype(np.float32)
 
 
 def make_tiny_librispeech(
