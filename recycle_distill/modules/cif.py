@@ -142,11 +142,14 @@ def continuous_integrate_and_fire(
 
     counts = fires.gather(1, last_frame.unsqueeze(1)).squeeze(1)  # firings up to the last processed frame
     rows = int(counts.max().item()) + 1  # + the integration still open (its content is the tail)
-    index = torch.cat([previous_fires, fires], dim=1).clamp(max=rows - 1)
-    contribution = torch.cat([completing, starting], dim=1).to(hidden.dtype)
-    source = torch.cat([hidden, hidden], dim=1) * contribution.unsqueeze(-1)
-    integrated = hidden.new_zeros(batch, rows, channels).scatter_add(
-        1, index.unsqueeze(-1).expand(-1, -1, channels), source)
+    # Rows of all utterances stacked as (B * rows, C): index_add_ adds whole C-vectors at once.
+    offsets = (torch.arange(batch, device=hidden.device) * rows).unsqueeze(1)
+    integrated = hidden.new_zeros(batch * rows, channels)
+    for row_index, share in ((previous_fires, completing), (fires, starting)):
+        flat_index = (row_index.clamp(max=rows - 1) + offsets).reshape(-1)
+        weighted = hidden * share.to(hidden.dtype).unsqueeze(-1)
+        integrated = integrated.index_add(0, flat_index, weighted.reshape(-1, channels))
+    integrated = integrated.view(batch, rows, channels)
 
     num_fires = counts
     if with_tail:
