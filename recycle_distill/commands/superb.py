@@ -19,7 +19,8 @@ import sys
 from typing import Any, Optional, Sequence, TextIO
 
 from ..compat import DISABLE_ENV, apply_compat, compat_needed
-from ..superb.launcher import HEADER, allow_s3prl_checkpoints, hand_over, hub_entries, plan_launch, register_upstreams
+from ..superb.launcher import (HEADER, allow_s3prl_checkpoints, hand_over, hub_entries, plan_launch,
+                               register_downstreams, register_upstreams)
 
 PASS_THROUGH = True
 
@@ -102,6 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{HEADER} error: {err}", file=sys.stderr)
         return 2
     names = register_upstreams()
+    register_downstreams()
     allowed = allow_s3prl_checkpoints()
     import s3prl
 

@@ -48,6 +48,7 @@ __all__ = [
     "allow_s3prl_checkpoints",
     "hub_entries",
     "plan_launch",
+    "register_downstreams",
     "register_upstreams",
     "shipped_config",
 ]
@@ -134,6 +135,23 @@ def register_upstreams(hub: Any = None) -> list[str]:
         names.append(name)
     logger.debug("registered %d entries in %s", len(names), getattr(hub, "__name__", hub))
     return names
+
+
+# Our own downstreams: S3PRL's runner imports ``s3prl.downstream.<-d>.expert``.
+DOWNSTREAMS = ("cif_asr",)
+
+
+def register_downstreams() -> list[str]:
+    """Make each of our downstreams importable as ``s3prl.downstream.<name>`` (in ``sys.modules``),
+    so ``-d cif_asr`` works on an unmodified S3PRL; returns the names."""
+    apply_compat()
+    importlib.import_module("s3prl.downstream")
+    for name in DOWNSTREAMS:
+        package = importlib.import_module(f"recycle_distill.downstreams.{name}")
+        expert = importlib.import_module(f"recycle_distill.downstreams.{name}.expert")
+        sys.modules.setdefault(f"s3prl.downstream.{name}", package)
+        sys.modules.setdefault(f"s3prl.downstream.{name}.expert", expert)
+    return list(DOWNSTREAMS)
 
 
 def allow_s3prl_checkpoints() -> list[str]:
