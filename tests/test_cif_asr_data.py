@@ -84,6 +84,17 @@ def test_zh_latin_word_digit_run_and_unknown_are_problems(zh_teacher):
     assert transcript_units("今你", tokenizer, "zh").problems == ["unknown piece: '你'"]
 
 
+def test_zh_units_with_a_slow_tokenizer(zh_bert):
+    from transformers import BertTokenizer
+
+    slow = BertTokenizer.from_pretrained(str(zh_bert), local_files_only=True)
+    assert transcript_units("今天 好", slow, "zh").units == ["今", "天", "好"]
+    assert transcript_units("今天AB好", slow, "zh").problems == ["multi-character piece: 'ab'"]
+    assert transcript_units("今天xyz好", slow, "zh").problems == ["unknown piece: '[UNK]'"]
+    assert tokenizer_fingerprint(slow) == tokenizer_fingerprint(
+        BertTokenizer.from_pretrained(str(zh_bert), local_files_only=True))
+
+
 def test_en_units_are_wordpieces_and_unknown_is_a_problem(en_teacher):
     tokenizer = en_teacher.tokenizer
     split = transcript_units("THE CATS SAT", tokenizer, "en")
@@ -348,9 +359,13 @@ def test_dataset_items_and_collate_with_cache(tmp_path, libri, en_teacher):
     assert ids == ["100-1000-0000", "102-1020-0002"] and len(wavs) == 2 and len(targets) == 2
     assert [t.shape[0] for t in teachers] == [4, 4] and lms[1] == prepared.items[2].units.lm_ids
     assert collate([(wav, "a", target, lm_ids, None)])[4] is None
-    loader = make_dataloader(CifAsrDataset(prepared, vocab), batch_size=2, seed=3)
-    seen = [utt for batch in loader for utt in batch[1]]
-    assert sorted(seen) == [item.id for item in prepared.items]
+    loader = make_dataloader(CifAsrDataset(prepared, vocab), batch_size=2, seed=3, epoch=5)
+    position = {item.id: number for number, item in enumerate(prepared.items)}
+    epoch5 = [[position[utt] for utt in batch[1]] for batch in loader]
+    assert sorted(sum(epoch5, [])) == [0, 1, 2] and epoch5 == loader.batch_sampler.batches(5)
+    assert [[position[utt] for utt in batch[1]] for batch in loader] == loader.batch_sampler.batches(6)
+    cached = make_dataloader(dataset, batch_size=3, shuffle=False, num_workers=1)
+    assert [t.shape[0] for batch in cached for t in batch[4]] == [4, 4, 8]
     with pytest.raises(FeatureCacheError, match="1 utterances missing"):
         dev = prepare_split("librispeech", libri, "dev-clean", en_teacher.tokenizer)
         CifAsrDataset(dev, vocab, cache)

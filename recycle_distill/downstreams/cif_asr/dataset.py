@@ -228,8 +228,15 @@ def collate(batch: Sequence[tuple]) -> tuple:
 
 
 def make_dataloader(dataset: CifAsrDataset, batch_size: int, *, max_seconds: Optional[float] = None,
-                    shuffle: bool = True, seed: int = 0, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A loader over length buckets (see :class:`~.sampler.LengthBucketBatchSampler`) with :func:`collate`."""
+                    shuffle: bool = True, seed: int = 0, num_workers: int = 0, drop_last: bool = False,
+                    epoch: Optional[int] = None) -> DataLoader:
+    """A loader over length buckets (see :class:`~.sampler.LengthBucketBatchSampler`) with :func:`collate`.
+
+    ``epoch`` fixes the shuffle of a loader built anew every epoch (S3PRL's runner passes it
+    to ``get_dataloader`` when the expert accepts it); without it each iteration advances.
+    """
     sampler = LengthBucketBatchSampler(dataset.durations, batch_size, max_seconds=max_seconds,
                                        shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if epoch is not None:
+        sampler.set_epoch(epoch)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)

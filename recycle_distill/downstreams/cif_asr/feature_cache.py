@@ -239,6 +239,10 @@ class FeatureCache:
         self._handles: dict[str, Any] = {}
         self._pid = os.getpid()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Open shard handles cannot cross into spawned data-loader workers; they reopen lazily.
+        return {**self.__dict__, "_handles": {}}
+
     @classmethod
     def open(cls, folder: PathLike, fingerprint: str) -> "FeatureCache":
         """Open a cache built for the teacher with ``fingerprint``.

@@ -44,17 +44,15 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.epoch = 0
-        self._epoch_set = False
+        self.epoch = 0  # the epoch the next iteration uses
         too_long = int((self.durations > max_seconds).sum()) if max_seconds is not None else 0
         if too_long:
             logger.warning("%d utterances are longer than max_seconds=%.1f: each forms a batch alone",
                            too_long, max_seconds)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order next (without it, every new iteration advances the epoch)."""
+        """Use ``epoch``'s order for the next iteration (each iteration then advances by one)."""
         self.epoch = epoch
-        self._epoch_set = True
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The batches of one epoch (deterministic given ``seed`` and ``epoch``)."""
@@ -80,11 +78,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        if not self._epoch_set:
-            self.epoch += 1
-        self._epoch_set = False
+        epoch, self.epoch = self.epoch, self.epoch + 1
         return iter(self.batches(epoch))
 
     def __len__(self) -> int:
+        # Sorted durations are the same every epoch, so the packing (and the count) is too.
         return len(self.batches(self.epoch))
