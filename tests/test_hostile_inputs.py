@@ -266,3 +266,86 @@ def test_error_messages_do_not_print_unbounded_values(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config_dict(huge_int)
     assert len(str(caught.value)) < 400
+
+
+# ------------------------------------------------------------------ patch_hub manifests
+
+S3PRL_FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
+
+
+@pytest.fixture
+def s3prl_tree(tmp_path):
+    """A copy of the S3PRL fixture tree, plus folders outside it that a manifest may name."""
+    import shutil
+
+    root = tmp_path / "checkout"
+    shutil.copytree(S3PRL_FIXTURE, root, symlinks=True)
+    outside = tmp_path / "victim"
+    (outside / "__pycache__").mkdir(parents=True)
+    (tmp_path / "empty_victim").mkdir()
+    return root
+
+
+def _run_patch_hub(*args) -> int:
+    from recycle_distill.commands.patch_hub import main
+
+    return main([str(arg) for arg in args])
+
+
+def _write_manifest(root: Path, manifest: dict) -> None:
+    from recycle_distill.s3prl_patch import MANIFEST_NAME
+
+    (root / "s3prl" / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("key", ["{victim}", "../../victim", "../../empty_victim", "upstream/../../../victim",
+                                 "downstream", "upstream", "upstream/armhubert/../../../empty_victim"])
+@pytest.mark.parametrize("section", ["copied", "created"])
+def test_revert_never_removes_a_folder_a_manifest_names_outside_its_own(s3prl_tree, capsys, key, section):
+    victim = s3prl_tree.parent / "victim"
+    key = key.format(victim=victim)
+    _write_manifest(s3prl_tree, {"patched": [], section: {key: {}}})
+    code = _run_patch_hub("--revert", s3prl_tree)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"which patch_hub.py never writes; ignored" in err
+    assert victim.is_dir() and (victim / "__pycache__").is_dir()
+    assert (s3prl_tree.parent / "empty_victim").is_dir()
+    assert (s3prl_tree / "s3prl" / "downstream").is_dir() and (s3prl_tree / "s3prl" / "upstream").is_dir()
+
+
+def test_a_manifest_entry_with_an_empty_hash_list_removes_nothing(s3prl_tree, capsys):
+    upstream = s3prl_tree / "s3prl" / "upstream" / "armhubert"
+    (upstream / "__pycache__").mkdir(parents=True)  # an empty folder matched an empty hash list
+    _write_manifest(s3prl_tree, {"copied": {"upstream/armhubert": {}}, "created": {"downstream/cif_asr": {}}})
+    (s3prl_tree / "s3prl" / "downstream" / "cif_asr").mkdir()
+    assert _run_patch_hub("--revert", s3prl_tree) == 1
+    assert "entry 'upstream/armhubert' has no file hashes; ignored" in capsys.readouterr().err
+    assert upstream.is_dir() and (s3prl_tree / "s3prl" / "downstream" / "cif_asr").is_dir()
+
+
+def test_a_manifest_entry_through_a_symlink_is_refused(s3prl_tree, capsys):
+    victim = s3prl_tree.parent / "victim"
+    (victim / "hubconf.py").write_text("x = 1\n")
+    (s3prl_tree / "s3prl" / "upstream" / "armhubert").symlink_to(victim)
+    from recycle_distill.s3prl_patch import tree_hashes
+
+    _write_manifest(s3prl_tree, {"copied": {"upstream/armhubert": tree_hashes(victim)}})
+    assert _run_patch_hub("--revert", s3prl_tree) == 1
+    assert "entry 'upstream/armhubert' leads outside the S3PRL tree; ignored" in capsys.readouterr().err
+    assert (victim / "hubconf.py").read_text() == "x = 1\n"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{\"copied\": [\"x\"]}", "{\"patched\": \"hub.py\"}",
+                                     "{\"copied\": {\"upstream/armhubert\": {\"a\": 1}}}", "[" * 100_000,
+                                     "{\"patched\": [\"/etc/passwd\", \"../x\", 3]}"])
+def test_malformed_manifests_are_reported_and_ignored(s3prl_tree, capsys, content):
+    from recycle_distill.s3prl_patch import MANIFEST_NAME
+
+    before = sorted(p.as_posix() for p in s3prl_tree.rglob("*"))
+    (s3prl_tree / "s3prl" / MANIFEST_NAME).write_text(content)
+    assert _run_patch_hub("--revert", s3prl_tree) in (0, 1)
+    # Nothing but the junk manifest itself (nothing is left to revert) is touched.
+    assert sorted(p.as_posix() for p in s3prl_tree.rglob("*")) == before
+    assert _run_patch_hub(s3prl_tree) in (0, 1)  # a patch run still works and rewrites it
+    assert _run_patch_hub("--revert", s3prl_tree) == 0

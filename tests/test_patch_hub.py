@@ -200,7 +200,7 @@ def test_hub_block_round_trip_and_families():
 def test_patch_gives_expected_yaml_values(root, capsys):
     code, out, err = run(capsys, root)
     assert code == 0, err
-    assert "Done: 9 item(s) patched" in out
+    assert "Done: 10 item(s) patched" in out  # 9 + the cif_asr shim
     for key, task in TASKS.items():
         before = yaml.safe_load(original(key))
         after = yaml.safe_load(config_path(root, key).read_text())
@@ -224,7 +224,7 @@ def test_second_run_changes_nothing_and_says_so(root, capsys):
     code, out, _ = run(capsys, root)
     assert code == 0
     assert "Nothing changed: already patched." in out
-    assert out.count("unchanged") == 9
+    assert out.count("unchanged") == 10  # 9 + the cif_asr shim
     assert snapshot(root) == after_first
 
 
@@ -249,7 +249,7 @@ def test_revert_restores_byte_for_byte(root, capsys):
     assert list(root.rglob("*.tmp")) == []
     code, out, _ = run(capsys, "--revert", root)
     assert code == 0
-    assert "Done: 9 item(s) reverted." in out
+    assert "Done: 10 item(s) reverted." in out  # 9 + the cif_asr shim
     assert snapshot(root) == before  # no block, no backups, no manifest, same modes
     assert ph.HUB_BEGIN not in (root / "s3prl" / "hub.py").read_text()
     code, out, _ = run(capsys, "--revert", root)
@@ -470,3 +470,127 @@ def test_patched_hub_imports_the_real_hubconfs(tmp_path, capsys):
     names = module.options()
     for family in ph.FAMILIES:
         assert any(name.startswith(family) for name in names), (family, names)
+
+
+# ---------------------------------------------------------------- the cif_asr downstream shim
+
+CIF_EXPERT = "from recycle_distill.downstreams.cif_asr.expert import DownstreamExpert  # noqa: F401\n"
+
+
+def test_checkout_gets_the_cif_asr_shim_and_revert_removes_it(root, capsys):
+    before = snapshot(root)
+    code, out, _ = run(capsys, "--dry-run", root)
+    assert code == 0 and snapshot(root) == before
+    assert "+++ b/s3prl/downstream/cif_asr/expert.py\n" in out and f"+{CIF_EXPERT}" in out
+    code, out, _ = run(capsys, root)
+    assert code == 0
+    shim = root / "s3prl" / "downstream" / "cif_asr"
+    assert sorted(path.name for path in shim.iterdir()) == ["__init__.py", "expert.py"]
+    assert (shim / "expert.py").read_text() == CIF_EXPERT
+    assert "register    s3prl/downstream/cif_asr" in out
+    manifest = json.loads((root / "s3prl" / ph.MANIFEST_NAME).read_text())
+    assert sorted(manifest["created"]["downstream/cif_asr"]) == ["__init__.py", "expert.py"]
+    # S3PRL's import of the expert leaves a __pycache__ behind: revert still removes the folder.
+    (shim / "__pycache__").mkdir()
+    (shim / "__pycache__" / "expert.cpython-311.pyc").write_bytes(b"compiled")
+    code, out, _ = run(capsys, "--revert", root)
+    assert code == 0 and "remove      s3prl/downstream/cif_asr" in out
+    assert snapshot(root) == before
+
+
+def test_a_foreign_cif_asr_folder_is_left_alone(root, capsys):
+    shim = root / "s3prl" / "downstream" / "cif_asr"
+    shim.mkdir()
+    (shim / "expert.py").write_text("# someone else's\n")
+    code, _, err = run(capsys, root)
+    assert code == 1 and "s3prl/downstream/cif_asr: exists and is not patch_hub.py's cif_asr shim" in err
+    assert (shim / "expert.py").read_text() == "# someone else's\n"
+    run(capsys, "--revert", root)
+    assert (shim / "expert.py").read_text() == "# someone else's\n"
+
+
+def test_an_edited_shim_is_not_removed_by_revert(root, capsys):
+    run(capsys, root)
+    expert = root / "s3prl" / "downstream" / "cif_asr" / "expert.py"
+    expert.write_text(CIF_EXPERT + "# edited\n")
+    code, _, err = run(capsys, "--revert", root)
+    assert code == 1 and "cif_asr: changed since patch_hub.py created it; left alone" in err
+    assert expert.read_text() == CIF_EXPERT + "# edited\n"
+
+
+def test_installed_package_gets_no_shim_and_a_hint(tmp_path, capsys):
+    package = tmp_path / "site-packages" / "s3prl"
+    (package / "downstream").mkdir(parents=True)
+    (package / "hub.py").write_text("")
+    code, out, _ = run(capsys, package)
+    assert code == 0 and not (package / "downstream" / "cif_asr").exists()
+    assert "run it with: recycle-distill superb -d cif_asr" in out
+    assert "created" not in json.loads((package / ph.MANIFEST_NAME).read_text())
+
+
+def test_cif_asr_yaml_is_not_a_superb_task_config(root, capsys):
+    hand_written = b"# CIF-HieraDist\nscheduler:\n  name: x\noptimizer:\n  lr: 1.0e-4\n"
+    config = root / "s3prl" / "downstream" / "cif_asr.yaml"
+    config.write_bytes(hand_written)
+    assert all("cif_asr" not in task.config and "cif_asr" not in task.shipped for task in ph.TASKS)
+    run(capsys, root)
+    assert config.read_bytes() == hand_written and not ph.backup_path(config).exists()
+    run(capsys, "--revert", root)
+    assert config.read_bytes() == hand_written
+
+
+# ---------------------------------------------------------------- one run at a time
+
+
+def test_a_second_run_says_the_tree_is_busy(root, capsys):
+    import fcntl
+
+    before = snapshot(root)
+    fd = os.open(root / "s3prl", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a concurrent run holds it
+        code = patch_hub_main([str(root)], lock_timeout=0.3)
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert code == ph.EXIT_REFUSED
+    assert "waiting for another patch_hub.py run" in err
+    assert f"error: {root / 's3prl'} is busy: another patch_hub.py run holds it" in err
+    assert snapshot(root) == before
+
+
+def test_a_second_run_waits_for_the_first(root, capsys):
+    import fcntl
+    import threading
+
+    fd = os.open(root / "s3prl", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("code", patch_hub_main([str(root)], lock_timeout=30)))
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive()  # blocked on the lock
+    assert ph.HUB_BEGIN not in (root / "s3prl" / "hub.py").read_text()
+    os.close(fd)
+    worker.join(30)
+    assert result["code"] == 0 and ph.HUB_BEGIN in (root / "s3prl" / "hub.py").read_text()
+
+
+def test_concurrent_patch_and_revert_never_lose_an_original(root):
+    """Patch and revert racing (bug 5): whichever order the lock gives, no config is left
+    patched without its backup, and a final revert restores the tree byte for byte."""
+    import subprocess
+    import sys
+
+    before = snapshot(root)
+    script = REPO / "patch_hub.py"
+    for _ in range(3):
+        runs = [subprocess.Popen([sys.executable, str(script), *args, str(root)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for args in ([], ["--revert"], [], ["--revert"])]
+        assert [proc.wait(60) for proc in runs] == [0, 0, 0, 0]
+        for key in ("SID", "ASR"):
+            path = config_path(root, key).resolve()
+            assert path.read_text() == original(key) or ph.backup_path(path).read_text() == original(key)
+    subprocess.run([sys.executable, str(script), "--revert", str(root)], check=True, capture_output=True)
+    assert snapshot(root) == before

@@ -15,6 +15,7 @@ from .. import s3prl_patch
 from ..s3prl_patch.diff import show_diff
 from ..s3prl_patch.errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError
 from ..s3prl_patch.files import BACKUP_SUFFIX
+from ..s3prl_patch.lock import DEFAULT_TIMEOUT, tree_lock
 from ..s3prl_patch.operations import plan_patch, plan_revert
 from ..s3prl_patch.plan import apply
 from ..s3prl_patch.tree import locate_tree
@@ -42,20 +43,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+def main(argv: list[str] | None = None, lock_timeout: float = DEFAULT_TIMEOUT) -> int:
+    """Run the CLI; returns the exit status.
+
+    The whole run (reading the tree, planning, writing) holds the tree's lock, so concurrent
+    runs on one tree happen one after the other; a run waits up to ``lock_timeout`` seconds.
+    """
     args = parse_args(argv)
-    # The repository layout is read through the package at call time: its attributes are
-    # the one place to point a run at other folders (the tests use stand-in upstreams).
-    package = s3prl_patch
     try:
         tree = locate_tree(args.root)
-        plan = (plan_revert(tree) if args.revert
-                else plan_patch(tree, args.copy, package.UPSTREAMS_DIR,
-                                package.DOWNSTREAM_CONFIGS_DIR))
+        with tree_lock(tree.package, lock_timeout,
+                       on_wait=lambda: print(f"waiting for another patch_hub.py run on {tree.root} ...",
+                                             file=sys.stderr)):
+            return _run_locked(args, tree)
     except RefusedError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+def _run_locked(args: argparse.Namespace, tree) -> int:
+    """Plan, apply and report one run (the caller holds the tree lock)."""
+    # The repository layout is read through the package at call time: its attributes are
+    # the one place to point a run at other folders (the tests use stand-in upstreams).
+    package = s3prl_patch
+    plan = (plan_revert(tree) if args.revert
+            else plan_patch(tree, args.copy, package.UPSTREAMS_DIR,
+                            package.DOWNSTREAM_CONFIGS_DIR))
     kind = "S3PRL git checkout" if tree.checkout else "installed s3prl package"
     print(f"{kind}: {tree.root}")
     if args.dry_run:

@@ -17,8 +17,14 @@ What it does:
   configs and raises the SID learning rate from 1.0e-4 to 1.0e-3 (QbE and SD are unchanged)
   (tasks.py, configs.py).
 
-Every file it changes is backed up once as ``<file>.recycle-distill.orig``; copied folders
-are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (files.py, manifest.py).
+* in a git checkout, creates ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports the
+  CIF-HieraDist downstream of ``recycle_distill.downstreams.cif_asr`` (shim.py); an installed
+  s3prl gets no files, ``recycle-distill superb -d cif_asr`` registers it at run time.
+
+Every file it changes is backed up once as ``<file>.recycle-distill.orig``; copied and created
+folders are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (files.py,
+manifest.py), and only entries that name our own folders inside the tree are ever trusted.
+A run holds an exclusive lock on the tree from the first read to the last write (lock.py).
 Files whose content is neither the expected original nor our patched version are reported and
 left alone.  A run is planned in full (plan.py, operations.py) before anything is written.
 

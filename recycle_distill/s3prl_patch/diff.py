@@ -21,6 +21,8 @@ def unified_diff(old: str, new: str, label: str) -> str:
 
 def show_diff(plan: Plan) -> str:
     """The unified diff of every user-visible file the plan writes."""
-    return "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
-                                write.label)
-                   for write in plan.writes if write.label)
+    created = "".join(unified_diff("", data.decode("utf-8"), plan.tree.label(folder / name))
+                      for folder, files in plan.folders for name, data in files.items())
+    return created + "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
+                                          write.label)
+                             for write in plan.writes if write.label)

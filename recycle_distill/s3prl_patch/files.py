@@ -67,6 +67,24 @@ def tree_hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
+def write_folder_atomically(dst: Path, files: dict[str, bytes]) -> None:
+    """Create the folder ``dst`` holding ``files`` (name -> bytes) through a temp folder.
+
+    Refuses (FileExistsError) if ``dst`` appeared meanwhile: a folder is only ever created.
+    """
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+            os.chmod(tmp / name, 0o644 & ~umask)
+        os.chmod(tmp, 0o755 & ~umask)
+        os.rename(tmp, dst)  # dst was absent when planned, and the tree lock keeps it so
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def copy_tree_atomically(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` (replacing an existing ``dst``) through a temp folder."""
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))

@@ -13,6 +13,7 @@ from .copies import plan_copies, plan_revert_copies
 from .manifest import plan_manifest, read_manifest
 from .plan import Plan
 from .registration import plan_hub, plan_revert_hub
+from .shim import plan_revert_shim, plan_shim
 from .tree import Tree
 
 
@@ -30,7 +31,8 @@ def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -
     if plan_hub(tree, plan, copy):
         patched.add("hub.py")
     patched |= {f"downstream/{config}" for config in plan_configs(tree, plan, shipped_configs)}
-    plan_manifest(tree, plan, patched, copied)
+    created = plan_shim(tree, plan, manifest.get("created") or {})
+    plan_manifest(tree, plan, patched, copied, created)
     return plan
 
 
@@ -43,5 +45,6 @@ def plan_revert(tree: Tree) -> Plan:
         left_patched.add("hub.py")
     left_patched |= plan_revert_configs(tree, plan)
     left_copied = plan_revert_copies(tree, plan, manifest)
-    plan_manifest(tree, plan, left_patched, left_copied)
+    left_created = plan_revert_shim(tree, plan, manifest.get("created") or {})
+    plan_manifest(tree, plan, left_patched, left_copied, left_created)
     return plan

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .files import atomic_write, backup_path, copy_tree_atomically, file_mode, read_if_file
+from .files import (atomic_write, backup_path, copy_tree_atomically, file_mode, read_if_file,
+                    write_folder_atomically)
 from .tree import Tree
 
 
@@ -33,6 +34,7 @@ class Plan:
     writes: list[Write] = field(default_factory=list)
     removals: list[Path] = field(default_factory=list)
     copies: list[tuple[Path, Path]] = field(default_factory=list)
+    folders: list[tuple[Path, dict[str, bytes]]] = field(default_factory=list)  # new folders: name -> bytes
     tree_removals: list[Path] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -66,9 +68,11 @@ def plan_backup(plan: Plan, path: Path, original: bytes) -> None:
 
 
 def apply(plan: Plan) -> None:
-    """Carry out a plan: copies, writes (backups first, in plan order), then removals."""
+    """Carry out a plan: copies, new folders, writes (backups first, in plan order), then removals."""
     for src, dst in plan.copies:
         copy_tree_atomically(src, dst)
+    for folder, files in plan.folders:
+        write_folder_atomically(folder, files)
     for write in plan.writes:
         mode = file_mode(write.mode_from) if write.mode_from else None
         atomic_write(write.path, write.new, mode)
