@@ -191,9 +191,10 @@ def build_cache(folder: PathLike, items: Iterable[tuple[str, Sequence[int]]], te
     try:
         for start in range(0, len(todo), max(1, shard_size)):
             chunk = todo[start:start + max(1, shard_size)]
+            by_length = sorted(chunk, key=lambda item: len(item[1]))  # batches of similar length pad less
             tensors: dict[str, Tensor] = {}
-            for batch_start in range(0, len(chunk), max(1, batch_size)):
-                batch = chunk[batch_start:batch_start + max(1, batch_size)]
+            for batch_start in range(0, len(by_length), max(1, batch_size)):
+                batch = by_length[batch_start:batch_start + max(1, batch_size)]
                 vectors = teacher.vectors([ids for _, ids in batch], names=[utt_id for utt_id, _ in batch],
                                           batch_size=max(1, batch_size))
                 for (utt_id, _), value in zip(batch, vectors):
