@@ -253,6 +253,12 @@ def test_teacher_errors(tmp_path, en_teacher):
         en_teacher.vectors([[5] * 63], names=["utt-7"])
 
 
+def test_teacher_without_transformers_says_how_to_install(en_bert, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)
+    with pytest.raises(TeacherError, match=r"needs Hugging Face transformers: pip install 'recycle-distill\[hf\]'"):
+        LanguageModelTeacher.from_dir(en_bert)
+
+
 def test_teacher_fingerprint_is_stable_and_sees_the_tokenizer(tmp_path, en_bert, en_teacher):
     assert LanguageModelTeacher.from_dir(en_bert).fingerprint == en_teacher.fingerprint
     other = write_tiny_bert(tmp_path / "other", EN_TOKENS + ["mouse"])
