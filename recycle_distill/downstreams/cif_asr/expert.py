@@ -158,8 +158,10 @@ class DownstreamExpert(nn.Module):
         vectors = self._teacher_vectors(lm_ids, teacher, utt_ids)
         lm_vectors = None if vectors is None else pad_sequence([v.to(device) for v in vectors], batch_first=True)
         out = self.model(padded, lengths, target, target_lengths, lm_vectors, generator=self.generator)
+        loss_cfg = self.settings.recognizer.loss
         for term in TERMS:
-            if term in out.terms:
+            # ACD and LRD are logged only when switched on (plain CIF does not compute them).
+            if term in out.terms and (term not in ("acd", "lrd") or getattr(loss_cfg, term) > 0):
                 records[term].append(float(out.terms[term].detach()))
         records["loss"].append(float(out.loss.detach()))
         records["tokens"].append(float(target_lengths.sum()))

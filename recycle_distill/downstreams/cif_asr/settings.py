@@ -12,6 +12,14 @@ from .dataset import CORPORA, UNIT_ERRORS
 __all__ = ["CorpusSettings", "LanguageModelSettings", "DataSettings", "ExpertSettings"]
 
 
+def _as_list(text: str) -> list:
+    """``"a"``, ``"a,b"`` or ``"[a, b]"`` (how S3PRL's ``-o`` hands over an unquoted list) -> names."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    return [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
+
+
 @dataclass
 class CorpusSettings:
     """Where the audio and transcripts are.
@@ -44,8 +52,8 @@ class CorpusSettings:
         for split in ("train", "dev", "test"):
             value = getattr(self, split)
             if isinstance(value, str):
-                setattr(self, split, [value])
-                value = [value]
+                value = _as_list(value)
+                setattr(self, split, value)
             _require(isinstance(value, list) and all(isinstance(v, str) for v in value) and value,
                      section, split, value, "a non-empty list of subset names")
 
