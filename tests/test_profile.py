@@ -98,7 +98,7 @@ def test_cli_profiles_a_checkpoint(tiny_arm_files, capsys):
 
 def test_cli_rejects_an_unknown_model(capsys):
     assert cli_main(["profile", "no-such-preset", "--no-teacher"]) == 1
-    assert "neither a preset" in capsys.readouterr().out
+    assert "neither a preset" in capsys.readouterr().err  # errors go to stderr (issue 11)
 
 
 def test_every_benchmark_is_collected():

@@ -251,7 +251,7 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "HuBERT Base" not in out and out.startswith("model,source")
     assert cli_main(["superb-score", str(tmp_path / "absent.yaml")]) == 1
-    assert "no such results file" in capsys.readouterr().out
+    assert "no such results file" in capsys.readouterr().err  # errors go to stderr (issue 11)
 
 
 def test_readme_example_shape(tmp_path):

@@ -230,7 +230,7 @@ def test_impossible_layer_mapping_is_reported(tmp_path, corpus):
 def test_config_typo_fails_before_training(tmp_path, corpus):
     config = tiny_config(corpus, tmp_path / "o", train={"num_epoch": 3})
     result = _check(tmp_path, config)
-    assert result.returncode == 2 and "did you mean 'train.num_epochs'" in result.stdout
+    assert result.returncode == 2 and "did you mean 'train.num_epochs'" in result.stderr  # errors go to stderr (issue 11)
 
 
 def test_head_width_must_match_the_teacher(tmp_path, corpus):

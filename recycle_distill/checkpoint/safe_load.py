@@ -94,6 +94,10 @@ def safe_torch_load(
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(err)})") from None
     if problem:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {problem}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor its legacy pickle
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint (not a torch checkpoint: no zip or pickle header)")
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -105,8 +109,13 @@ def safe_torch_load(
                 f"{path}: refused to load: the pickle asks for '{name}', which is not on the allow-list "
                 f"of data-only classes (loading it could run arbitrary code)"
             ) from None
-        detail = next((line for line in message.splitlines()[1:] if line.strip()), message)
-        raise CheckpointError(f"{path}: refused to load: {detail.strip()}") from None
+        marker = "WeightsUnpickler error: "
+        if marker in message:
+            detail = message.split(marker, 1)[1]
+        else:
+            detail = next((line for line in message.splitlines()[1:] if line.strip()), message)
+        detail = detail.strip().splitlines()[0] if detail.strip() else "unpickling failed"
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({detail[:200]})") from None
     except MemoryError:
         raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
     except Exception as err:  # noqa: BLE001  (OSError, KeyError, IndexError, ... : all mean unreadable)

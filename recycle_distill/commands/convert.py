@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..builder import list_presets, resolve_config
-from ..checkpoint import load_student, save_compact
+from ..checkpoint import CheckpointError, load_student, read_compact, save_compact
 from ..checkpoint.compact import is_safetensors
+from ..checkpoint.safe_load import check_readable_file
+from ..messages import short_repr
 from ..models import FAMILIES
 
 
@@ -29,15 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_readable_file(args.checkpoint)
     if os.path.exists(args.output) and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite it")
+        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
-    if args.family is None and args.model_config is None and not is_safetensors(args.checkpoint):
-        print("error: give the architecture with -g CONFIG.yaml (or --family with a checkpoint that matches a preset)")
+    compact = is_safetensors(args.checkpoint)
+    if args.family is None and args.model_config is None and not compact:
+        print("error: give the architecture with -g CONFIG.yaml (or --family with a checkpoint that matches a preset)",
+              file=sys.stderr)
         return 1
     family = args.family
-    if family is None:
+    if family is None and args.model_config is not None:
         _, family = resolve_config(args.model_config)
+    elif family is None:
+        _, family, _ = read_compact(args.checkpoint)  # refuses a safetensors file without our metadata
+        if family not in FAMILIES:
+            raise CheckpointError(f"{args.checkpoint}: holds an unknown student family {short_repr(family)}")
     model = load_student(args.checkpoint, family, args.model_config)
     save_compact(args.output, model.state_dict(), family, model.config.to_dict())
     params = sum(p.numel() for p in model.parameters())

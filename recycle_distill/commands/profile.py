@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 
@@ -70,16 +71,16 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.batch < 1 or args.seconds <= 0:
-        print("error: --batch must be >= 1 and --seconds > 0")
+    if args.batch < 1 or args.seconds <= 0 or args.repeats < 0:
+        print("error: --batch must be >= 1, --seconds > 0 and --repeats >= 0", file=sys.stderr)
         return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: CUDA is not available")
+        print("error: CUDA is not available", file=sys.stderr)
         return 2
     try:
         student, family = load_model(args.model, args.family, args.model_config)
     except (ConfigError, ValueError, OSError) as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 1
     name = os.path.basename(args.model) if os.path.exists(args.model) else args.model
     targets = [profiling.ProfileTarget(name, student, profiling.student_forward(student),
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
           else f"{name} ({family})")
     print(f"input: {args.batch} x {args.seconds:g} s ({int(round(args.seconds * profiling.SAMPLE_RATE))} samples) "
           f"float32 noise, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"time: median of {args.repeats} after {args.warmup} warm-up")
+          + (f"time: median of {args.repeats} after {args.warmup} warm-up" if args.repeats
+             else "time: not measured (--repeats 0), so the timing rows are left out"))
     if args.no_teacher:
         _print_single(profiles[0])
     else:

@@ -14,6 +14,7 @@ captured stdout). Tasks: PR KS IC SID ER ASR QbE SF_F1 SF_CER ASV SD, in the pap
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..superb.logs import read_results
 from ..superb.score import describe, format_table, load_paper_results
@@ -32,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         ours = read_results(args.results, args.name)
     except (OSError, ValueError) as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 1
     if not ours:
-        print("error: no SUPERB results found in " + ", ".join(args.results))
+        print("error: no SUPERB results found in " + ", ".join(args.results), file=sys.stderr)
         return 1
     paper = [] if args.no_paper else load_paper_results()
     print(format_table(ours, paper, args.format), end="")

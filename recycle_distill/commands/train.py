@@ -12,6 +12,7 @@ Resume with train.checkpoint=last (or a path); the run ends by exporting
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import ConfigError
 from ..train.config import config_help, list_recipes, load_train_config
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_train_config(args.config, args.overrides)
     except ConfigError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     from ..compat import apply_compat
 

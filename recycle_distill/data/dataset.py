@@ -1,7 +1,8 @@
 """Waveform dataset over a manifest: float32 mono 16 kHz, optional seeded random crop.
 
 Bad files never stop an epoch. A file that cannot be read, is not at the expected rate
-(training never resamples) or is not mono makes ``__getitem__`` return ``None``; the
+(training never resamples), is not mono or holds NaN/inf samples (float WAV/FLAC can; one
+such file would turn every loss and weight into NaN) makes ``__getitem__`` return ``None``; the
 collate drops it. Each such file is logged once (with the reason) and counted in a flag
 tensor kept in shared memory, so the count and the "warn once" rule hold across
 DataLoader worker processes and epochs, and ``dataset.skipped`` read in the main process
@@ -26,8 +27,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["AudioDataset", "SKIP_REASONS"]
 
 # Flag codes stored per entry (0 = fine or not read yet).
-UNREADABLE, WRONG_RATE, NOT_MONO, EMPTY = 1, 2, 3, 4
-SKIP_REASONS = {UNREADABLE: "unreadable", WRONG_RATE: "wrong sample rate", NOT_MONO: "not mono", EMPTY: "empty"}
+UNREADABLE, WRONG_RATE, NOT_MONO, EMPTY, NON_FINITE = 1, 2, 3, 4, 5
+SKIP_REASONS = {UNREADABLE: "unreadable", WRONG_RATE: "wrong sample rate", NOT_MONO: "not mono", EMPTY: "empty",
+                NON_FINITE: "non-finite samples"}
 
 Item = tuple[Tensor, int]
 
@@ -155,5 +157,10 @@ class AudioDataset(Dataset):
             return None
         if samples.size == 0:
             self._skip(index, EMPTY, "no samples")
+            return None
+        finite = np.isfinite(samples)
+        if not finite.all():
+            self._skip(index, NON_FINITE, f"{int(samples.size - finite.sum())} of {samples.size} samples "
+                                          "are NaN or infinite")
             return None
         return torch.from_numpy(np.ascontiguousarray(samples)), index

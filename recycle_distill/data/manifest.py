@@ -145,8 +145,12 @@ def read_tsv_manifest(path: PathLike) -> Manifest:
     tsv = Path(path)
     if not tsv.is_file():
         raise ManifestNotFoundError(f"TSV manifest not found: {tsv}")
-    with open(tsv, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    with open(tsv, encoding="utf-8", newline="") as handle:
+        # Only "\n" (and a "\r" before it) ends a line: str.splitlines would also split on
+        # form feeds and other separators that a file name may legally hold.
+        lines = [line[:-1] if line.endswith("\r") else line for line in handle.read().split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()
     if not lines:
         raise ManifestError(f"TSV manifest {tsv} is empty (expected a root folder on line 1)")
     root = Path(lines[0].strip()) if lines[0].strip() else Path(".")

@@ -73,7 +73,13 @@ def _list_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
     """Audio files under ``folder`` (recursive, following links), sorted for stable order."""
     suffixes = tuple(ext.lower() for ext in extensions)
     found = []
+    visited = set()
     for directory, subdirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited:  # a symlink loop (or a second link to a folder already listed)
+            subdirs[:] = []
+            continue
+        visited.add(real)
         subdirs.sort()
         found.extend(Path(directory, name) for name in names if name.lower().endswith(suffixes))
     found.sort()
@@ -84,8 +90,13 @@ def _fingerprint(paths: Sequence[Path], base: Path) -> str:
     """Hash of relative path, size and mtime of every file: changes when any file does."""
     digest = hashlib.sha1()
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            stat = path.stat()
+            state = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError:  # a dangling symlink: listed, skipped as unreadable by the scan
+            state = "unreadable"
+        name = str(path.relative_to(base)).encode("utf-8", "surrogateescape")
+        digest.update(name + f"\0{state}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -119,8 +130,9 @@ def _store_cache(manifest: Manifest, path: Path, prefix: str, root: Path) -> Non
             if stale != path:
                 stale.unlink(missing_ok=True)
         manifest.cache_path = path
-    except OSError as error:
-        # A read-only cache folder must not stop training; it only costs a rescan next time.
+    except (OSError, UnicodeError) as error:
+        # A read-only cache folder (or a file name that is not UTF-8) must not stop training;
+        # it only costs a rescan next time.
         logger.warning("could not write manifest cache %s: %s", path, error)
 
 
@@ -154,10 +166,14 @@ def _entries_from_headers(
     """Entries for readable files; unreadable ones are warned about and returned apart."""
     entries, unreadable, off_format = [], [], []
     for position, (path, header) in enumerate(zip(paths, headers)):
-        if isinstance(header, str):
+        if isinstance(header, str) or _breaks_tsv(str(path)):
+            if not isinstance(header, str):
+                header = ("its name holds a tab or a line break, which a TSV manifest line cannot hold; "
+                          "rename the file")
             unreadable.append(str(path))
             if len(unreadable) <= MAX_LISTED_PROBLEMS:
-                logger.warning("skipping unreadable audio file %s (%s)", path, header)
+                shown = repr(str(path)) if _breaks_tsv(str(path)) else str(path)
+                logger.warning("skipping unreadable audio file %s (%s)", shown, header)
             continue
         frames, rate, channels = header
         if rate != EXPECTED_SAMPLE_RATE or channels != 1:
@@ -175,6 +191,11 @@ def _entries_from_headers(
             len(off_format), len(entries), source, EXPECTED_SAMPLE_RATE, off_format[0],
         )
     return entries, unreadable
+
+
+def _breaks_tsv(path: str) -> bool:
+    """True if ``path`` cannot be one field of a one-line-per-file TSV manifest."""
+    return any(char in path for char in "\t\n\r")
 
 
 def _read_transcripts(files: Sequence[Path]) -> dict[str, str]:

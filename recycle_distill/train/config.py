@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +25,8 @@ from ..messages import short_repr
 from ..safe_yaml import safe_load_bounded
 
 logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000  # Hz: the students' and teachers' input rate
 
 __all__ = ["TrainConfig", "load_train_config", "list_recipes", "recipe_path", "config_help"]
 
@@ -86,6 +89,8 @@ class TrainSection:
     device: str = _key("auto", "auto, cpu, cuda or cuda:N")
     deterministic: bool = _key(False, "torch.use_deterministic_algorithms(True)")
     init_student: Optional[str] = _key(None, "initialise the student from this checkpoint (weights only)")
+    max_bad_steps: int = _key(5, "stop with an error after this many optimizer steps in a row are skipped "
+                                 "for a non-finite loss or gradient")
 
 
 @dataclass
@@ -247,7 +252,79 @@ def _suggest(key: str, candidates: Any, prefix: str = "") -> str:
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
+# Every numeric key's valid range: (low, high, low included, high included); None = open.
+# Checked by load_train_config (and so by --check) before any data or teacher is loaded.
+RANGES: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
+    "teacher.mask_prob": (0.0, 1.0, True, True),
+    "teacher.mask_length": (1, None, True, False),
+    "teacher.mask_other": (0.0, None, True, False),
+    "teacher.mask_min_space": (0, None, True, False),
+    "train.num_epochs": (0, None, True, False),
+    "train.max_steps": (0, None, True, False),
+    "train.gpus": (0, None, True, False),
+    "train.batch_size": (1, None, True, False),
+    "train.accumulate_grad_batches": (1, None, True, False),
+    "train.rec_loss_weight": (0.0, None, True, False),
+    "train.distil_random_layer": (0, None, True, False),
+    "train.random_layer_weight": (0.0, None, True, False),
+    "train.gradient_clip": (0.0, None, True, False),
+    "train.seed": (0, 2**32 - 1, True, True),
+    "train.num_workers": (0, None, True, False),
+    "train.max_audio_seconds": (0.0, None, False, False),
+    "train.log_every_steps": (1, None, True, False),
+    "train.val_every_steps": (0, None, True, False),
+    "train.save_every_steps": (0, None, True, False),
+    "train.keep_last": (1, None, True, False),
+    "train.max_bad_steps": (1, None, True, False),
+    "optimizer.lr": (0.0, None, False, False),
+    "optimizer.warmup_proportion": (0.0, 1.0, True, False),
+    "optimizer.eps": (0.0, None, False, False),
+    "optimizer.weight_decay": (0.0, None, True, False),
+}
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Refuse non-finite numbers anywhere and numbers outside :data:`RANGES`."""
+    for section in SECTIONS:
+        for spec in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), spec.name)
+            key = f"{section}.{spec.name}"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value}")
+            if key not in RANGES or value is None:
+                continue
+            low, high, low_in, high_in = RANGES[key]
+            below = low is not None and (value < low or (value == low and not low_in))
+            above = high is not None and (value > high or (value == high and not high_in))
+            if below or above:
+                left = "(-inf" if low is None else ("[" if low_in else "(") + f"{low:g}"
+                right = "inf)" if high is None else f"{high:g}" + ("]" if high_in else ")")
+                raise ConfigError(f"{key}: must be in {left}, {right}, got {value:g}")
+    betas = config.optimizer.betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                                  for b in betas):
+        raise ConfigError(f"optimizer.betas: must be two numbers in [0, 1), got {short_repr(betas)}")
+    seconds = config.train.max_audio_seconds
+    if seconds is not None:
+        field = _receptive_field(config.student)
+        if int(seconds * SAMPLE_RATE) < field:
+            raise ConfigError(
+                f"train.max_audio_seconds: {seconds:g} s is shorter than one student frame "
+                f"({field} samples = {field / SAMPLE_RATE:g} s at {SAMPLE_RATE} Hz)"
+            )
+
+
+def _receptive_field(student: StudentConfig) -> int:
+    """Samples the student's CNN needs for one output frame."""
+    field, jump = 1, 1
+    for _, kernel, stride in student.conv_feature_layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
 def _check(config: TrainConfig) -> None:
+    _check_ranges(config)
     train, optimizer = config.train, config.optimizer
     if train.use_apex:
         raise ConfigError("train.use_apex: apex is not supported; use train.precision (bf16/fp16)")

@@ -24,7 +24,7 @@ from ..checkpoint.compact import atomic_write
 logger = logging.getLogger(__name__)
 
 __all__ = ["capture_rng", "restore_rng", "save_training_state", "load_training_state", "latest_checkpoint",
-           "prune_checkpoints", "export_student", "FAULT_ENV"]
+           "prune_checkpoints", "export_student", "FAULT_ENV", "NonFiniteWeightsError"]
 
 FORMAT = "recycle-distill-train"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
@@ -104,6 +104,10 @@ def prune_checkpoints(folder: str, keep_last: int) -> None:
         os.remove(path)
 
 
+class NonFiniteWeightsError(RuntimeError):
+    """The student's weights hold NaN or inf: it must not be exported."""
+
+
 def export_student(path: str, model: torch.nn.Module, family: str, delete_projections: bool) -> str:
     """Write the runtime's compact checkpoint (loads with the upstreams and torch.hub).
 
@@ -118,6 +122,12 @@ def export_student(path: str, model: torch.nn.Module, family: str, delete_projec
         state = {_renumber_head(k, last): v for k, v in state.items() if not _is_head(k) or _head_index(k) == last}
     elif delete_projections:
         raise ValueError(f"delete_projections: {family}'s S3PRL features are its heads; keep them")
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise NonFiniteWeightsError(
+            f"not exporting {path}: {len(broken)} weight tensor(s) hold NaN or infinite values "
+            f"(first: {broken[0]}); the training diverged"
+        )
     save_compact(path, state, family, config)
     return path
 

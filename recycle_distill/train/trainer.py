@@ -2,6 +2,9 @@
 
 Order of one optimizer step: ``accumulate_grad_batches`` micro-batches (forward under
 autocast, backward, DDP gradient sync only on the last), then unscale, clip, step, schedule.
+A step whose loss or gradient is NaN/inf on any rank is skipped on every rank (no optimizer
+or scheduler update, a warning); ``train.max_bad_steps`` such steps in a row stop the run with
+:class:`TrainingDiverged`. The fp16 grad scaler's own overflow skips are not counted.
 Checkpoints are taken only between optimizer steps and hold everything random (RNG states,
 sampler position), so a run killed at any point and resumed from its last checkpoint
 repeats the lost work exactly.
@@ -37,7 +40,11 @@ from .state import (FAULT_ENV, capture_rng, export_student, latest_checkpoint, l
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
 class Trainer:
@@ -94,6 +101,8 @@ class Trainer:
         self._epoch_done = True
         self._last_saved_step = -1
         self.best_valid = math.inf
+        self.bad_steps = 0  # optimizer steps skipped in a row (non-finite loss or gradient)
+        self.skipped_steps = 0  # in all, this process
         self.writer = self._summary_writer()
         if train.checkpoint:
             self._resume(train.checkpoint)
@@ -190,11 +199,50 @@ class Trainer:
         self.dist.barrier()
         return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
 
-    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any]) -> float:
+    def _step_is_finite(self, loss: torch.Tensor) -> bool:
+        """Unscale and clip; True on every rank when loss and gradient are finite on all ranks.
+
+        With the fp16 scaler, non-finite gradients are its own business (it skips the step and
+        lowers the scale); only a non-finite loss counts then.
+        """
         train = self.config.train
         self.scaler.unscale_(self.optimizer)
+        finite = torch.isfinite(torch.as_tensor(loss)).all()
+        params = [p for p in self.student.parameters() if p.grad is not None]
         if train.gradient_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), train.gradient_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, train.gradient_clip)
+            grads_ok = torch.isfinite(norm)
+        else:
+            grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params]).all() if params else finite
+        if not self.scaler.is_enabled():
+            finite = finite & grads_ok
+        return not self.dist.any(not bool(finite))
+
+    def _skip_step(self, terms: dict[str, torch.Tensor]) -> float:
+        """Drop this step's gradients; the optimizer and the schedule do not move."""
+        self.scaler.update()  # unscale_ was called; the scaler needs its update before the next one
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        loss = float(torch.as_tensor(terms["loss"]))
+        limit = self.config.train.max_bad_steps
+        if self.dist.is_main:
+            logger.warning("step %d: non-finite loss or gradient (loss %s); optimizer step skipped (%d in a row, "
+                           "stopping at %d)", self.step + 1, loss, self.bad_steps, limit)
+            if self.writer is not None:
+                self.writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step)
+        if self.bad_steps >= limit:
+            raise TrainingDiverged(
+                f"stopped at step {self.step + 1}: {self.bad_steps} optimizer steps in a row had a non-finite loss "
+                f"or gradient; lower optimizer.lr, check the audio, or raise train.max_bad_steps "
+                f"(the last checkpoint is in {self.checkpoint_dir})"
+            )
+        return loss
+
+    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any]) -> float:
+        if not self._step_is_finite(terms["loss"]):
+            return self._skip_step(terms)
+        self.bad_steps = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -291,6 +339,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng(),
             "best_valid": self.best_valid,
+            "bad_steps": self.bad_steps,
             "family": self.config.family,
             "config": self.config.to_dict(),
         }
@@ -319,6 +368,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.best_valid = int(state["step"]), int(state["epoch"]), float(state["best_valid"])
+        self.bad_steps = int(state.get("bad_steps", 0))
         if state["data"] is not None:
             self.train_loader.load_state_dict(state["data"])
             self._epoch_done = False
