@@ -27,7 +27,7 @@ from recycle_distill.compat import compat_needed
 from cif_asr_data import make_aishell_corpus, make_librispeech_corpus, write_tiny_bert
 from superb_data import make_s3prl_checkout, tiny_checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.s3prl]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
@@ -134,6 +134,7 @@ def test_english_four_configurations_on_armhubert(data):
     assert (expdir / "test-hyp-0.txt").read_text().count("\n") == 2
 
 
+@pytest.mark.s3prl  # also on the compat stack (through the launcher there); the English run stays on the default stack
 def test_mandarin_plain_and_hieradist_on_maskhubert(data, tmp_path):
     ckpt, config = data["mask"]
     expdir = data["root"] / "zh_plain"
@@ -149,7 +150,6 @@ def test_mandarin_plain_and_hieradist_on_maskhubert(data, tmp_path):
     upstream = ["-u", "maskhubert", "-k", str(ckpt), "-g", str(config)]
     if compat_needed():  # S3PRL's own script cannot import on torchaudio >= 2.9: the launcher instead
         _run(_launcher("-m", "train", "-d", "cif_asr", *upstream, "-p", str(expdir), "-o", overrides), REPO)
-        (expdir / "superb.log").exists()
     else:
         checkout = make_s3prl_checkout(tmp_path / "checkout")
         _run([sys.executable, str(REPO / "patch_hub.py"), str(checkout)], REPO)
