@@ -59,13 +59,15 @@ class StudentUpstream(nn.Module):
         """Run the student on a list of waveforms.
 
         Args:
-            wavs: B float tensors (S_b,) at 16 kHz.
+            wavs: B float tensors (S_b,) at 16 kHz, any float dtype: each is computed in the
+                model's dtype (float32 unless the model was converted), whatever the others are.
 
         Returns:
             ``hidden_states``: N tensors (B, T, D); ``last_hidden_state``: (B, T, D).
         """
         validate_waveforms(wavs, self.model.receptive_field)
-        batch, lengths = pad_waveforms(wavs)
+        dtype = next(self.model.parameters()).dtype
+        batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
         output = self.model(batch, lengths)
         hidden_states = list(output.hidden_states)
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}

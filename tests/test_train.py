@@ -139,6 +139,11 @@ def _resume_config(corpus, output):
         "max_audio_seconds": 1.5, "deterministic": True, "keep_last": 2})
 
 
+def _fault(fault: str) -> list[str]:
+    """The test-only wrapper that injects a crash into the trainer (tests/fault_wrapper.py)."""
+    return [sys.executable, str(pathlib.Path(__file__).parent / "fault_wrapper.py"), fault]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_bit_identically(tmp_path, corpus):
     reference = tmp_path / "uninterrupted"
@@ -148,11 +153,11 @@ def test_killed_run_resumes_bit_identically(tmp_path, corpus):
     killed = tmp_path / "killed"
     conf = write_config(tmp_path / "b.yaml", _resume_config(corpus, killed))
     # micro-batch 7 = the first half of step 4's accumulation cycle: SIGKILL there.
-    result = run_cli(["-c", str(conf)], env={"RECYCLE_DISTILL_FAULT": "kill:7"})
+    result = run_cli(["-c", str(conf)], launcher=_fault("kill:7"))
     assert result.returncode == -signal.SIGKILL
     assert sorted(p.name for p in (killed / "checkpoints").glob("step-*.pt"))[-1] == "step-00000003.pt"
     # A kill in the middle of writing step 5's checkpoint leaves step 4's loadable.
-    result = run_cli(["-c", str(conf), "train.checkpoint=last"], env={"RECYCLE_DISTILL_FAULT": "save:5"})
+    result = run_cli(["-c", str(conf), "train.checkpoint=last"], launcher=_fault("save:5"))
     assert result.returncode == -signal.SIGKILL
     assert list((killed / "checkpoints").glob(".tmp-*")), "the killed write should have left its temp file"
     from recycle_distill.train.state import latest_checkpoint, load_training_state

@@ -187,3 +187,47 @@ def test_a_nan_audio_file_does_not_ruin_a_run(tmp_path):
     assert "'non-finite samples': 1" in result.stderr
     assert all(math.isfinite(record["loss"]) for record in metrics(output))
     assert all(torch.isfinite(value).all() for value in load_file(str(output / "student.safetensors")).values())
+
+
+# ------------------------------------------------------------------ output_dir (weak point)
+
+
+def test_a_new_run_into_a_used_output_dir_is_refused_or_moved_aside(tmp_path, capsys):
+    from recycle_distill.cli import main
+
+    output = tmp_path / "run"
+    (output / "checkpoints").mkdir(parents=True)
+    (output / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    args = ["train", "-c", "maskhubert-960", f"train.output_dir={output}", "teacher.teacher_model=/missing/teacher.pt",
+            f"data.audio_dir={tmp_path / 'audio'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: train.output_dir: {output} already holds a run (checkpoints, metrics.jsonl); resume it "
+                   "with train.checkpoint=last, choose another output_dir, or pass --overwrite to move it aside")
+    assert (output / "metrics.jsonl").exists()
+    # --overwrite moves the old run aside (never deletes it), then the run goes on (and here
+    # stops at the missing teacher).
+    assert main([*args, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert f"moved the previous run in {output} to {output}.old-1" in err
+    assert (tmp_path / "run.old-1" / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
+    assert not (output / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_check_writes_nothing(tmp_path):
+    from recycle_distill.data.synth import make_tiny_librispeech
+    from train_helpers import run_cli, tiny_config, write_config
+
+    corpus = tmp_path / "LibriSpeech"
+    make_tiny_librispeech(corpus, speakers=2, utterances_per_speaker=2, subsets=("train-clean-100", "dev-clean"))
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "config.json").write_text("{}")  # an earlier run's; --check must not overwrite it
+    config = tiny_config(corpus, output)
+    config["data"]["cache_dir"] = str(tmp_path / "cache")
+    result = run_cli(["-c", str(write_config(tmp_path / "conf.yaml", config)), "--check"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "config OK" in result.stdout
+    assert sorted(p.name for p in output.iterdir()) == ["config.json"]
+    assert (output / "config.json").read_text() == "{}"

@@ -185,3 +185,18 @@ def test_config_missing_required_keys_is_reported_by_the_entry(tmp_path):
     del broken["encoder_layers"]
     with pytest.raises(ValueError, match="missing required distiller key\\(s\\): encoder_layers"):
         _hubconf("maskhubert").maskhubert(str(ckpt), str(write_yaml(tmp_path / "b.yaml", {"distiller": broken})))
+
+
+@pytest.mark.parametrize("order", [(torch.float64, torch.float32), (torch.float16, torch.bfloat16),
+                                   (torch.bfloat16, torch.float64), (torch.float32, torch.float16)])
+def test_every_float_dtype_is_computed_in_the_model_dtype_whatever_the_order(tmp_path, order):
+    """Issue 11: a float64/float16/bfloat16 waveform used to fail depending on the item order."""
+    ckpt, config, fixture = _tiny_checkpoint(tmp_path, "maskhubert")
+    upstream = _hubconf("maskhubert").maskhubert_local(str(ckpt), model_config=str(config))
+    upstream.eval()
+    waves = [(torch.randn(16000) * 0.1).to(order[0]), (torch.randn(12000) * 0.1).to(order[1])]
+    with torch.no_grad():
+        output = upstream(waves)["last_hidden_state"]
+        expected = upstream([wave.float() for wave in waves])["last_hidden_state"]
+    assert output.dtype == torch.float32
+    assert torch.equal(output, expected)

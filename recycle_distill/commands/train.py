@@ -12,7 +12,9 @@ Resume with train.checkpoint=last (or a path); the run ends by exporting
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Optional
 
 from ..config import ConfigError
 from ..train.config import config_help, list_recipes, load_train_config
@@ -22,8 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True,
                         help=f"training YAML, or a shipped recipe: {', '.join(list_recipes())}")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config keys")
-    parser.add_argument("--check", action="store_true", help="validate the config and data, then stop")
+    parser.add_argument("--check", action="store_true", help="validate the config and data, then stop (writes nothing)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a non-empty output_dir: the old run is moved aside to "
+                             "<output_dir>.old-N (never deleted)")
     parser.epilog = config_help()
+
+
+def prepare_output_dir(folder: str, resuming: bool, overwrite: bool) -> Optional[str]:
+    """Refuse a new run into a folder holding another (unless resuming); with ``overwrite``,
+    move the old one aside. Returns where it was moved, or None."""
+    if not os.path.isdir(folder) or not os.listdir(folder) or resuming:
+        return None
+    if not overwrite:
+        raise ConfigError(
+            f"train.output_dir: {folder} already holds a run ({', '.join(sorted(os.listdir(folder))[:4])}); "
+            "resume it with train.checkpoint=last, choose another output_dir, or pass --overwrite to move it "
+            "aside"
+        )
+    number = 1
+    while os.path.exists(f"{folder.rstrip(os.sep)}.old-{number}"):
+        number += 1
+    target = f"{folder.rstrip(os.sep)}.old-{number}"
+    os.rename(folder, target)
+    return target
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
     apply_compat()  # the teacher is S3PRL's model code
     from ..train.trainer import Trainer
 
-    trainer = Trainer(config)
+    if not args.check and os.environ.get("RANK", "0") == "0":  # one process decides, before any rank writes
+        moved = prepare_output_dir(config.output_dir, resuming=bool(config.train.checkpoint), overwrite=args.overwrite)
+        if moved:
+            print(f"moved the previous run in {config.output_dir} to {moved}", file=sys.stderr)
+    trainer = Trainer(config, check_only=args.check)
     if args.check:
         print(f"config OK: {config.family} ({config.objective}), {len(trainer.train_set)} training utterances, "
               f"{trainer.total_steps} steps")

@@ -24,12 +24,10 @@ from ..checkpoint.compact import atomic_write
 logger = logging.getLogger(__name__)
 
 __all__ = ["capture_rng", "restore_rng", "save_training_state", "load_training_state", "latest_checkpoint",
-           "prune_checkpoints", "export_student", "FAULT_ENV", "NonFiniteWeightsError"]
+           "prune_checkpoints", "export_student", "NonFiniteWeightsError"]
 
 FORMAT = "recycle-distill-train"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
-# Fault injection for the crash-safety tests: "save:<step>" dies inside that step's checkpoint write.
-FAULT_ENV = "RECYCLE_DISTILL_FAULT"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -61,23 +59,8 @@ def save_training_state(folder: str, step: int, state: dict[str, Any], name: Opt
     """Write ``state`` as ``<folder>/step-<step>.pt`` (or ``name``) atomically; returns the path."""
     path = os.path.join(folder, name or f"step-{step:08d}.pt")
     payload = {"format": FORMAT, "version": 1, "step": step, **state}
-    fault = os.environ.get(FAULT_ENV, "")
-
-    def write(temp_path: str) -> None:
-        torch.save(payload, temp_path)
-        if fault == f"save:{step}":
-            _die_mid_write(temp_path)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda temp_path: torch.save(payload, temp_path))
     return path
-
-
-def _die_mid_write(temp_path: str) -> None:
-    """Leave a half-written temp file and die the way SIGKILL does (tests only)."""
-    size = os.path.getsize(temp_path)
-    with open(temp_path, "r+b") as handle:
-        handle.truncate(size // 2)
-    os.kill(os.getpid(), 9)
 
 
 def load_training_state(path: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from .data import build_manifests
 from .distributed import DistributedContext
 from .objectives import build_objective
 from .optim import build_optimizer
-from .state import (FAULT_ENV, capture_rng, export_student, latest_checkpoint, load_training_state,
+from .state import (capture_rng, export_student, latest_checkpoint, load_training_state,
                     prune_checkpoints, restore_rng, save_training_state)
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,10 @@ class TrainingDiverged(RuntimeError):
 class Trainer:
     """Distil ``config.student`` from ``config.teacher`` on ``config.data``."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, check_only: bool = False) -> None:
+        """Load everything a run needs; ``check_only`` (``--check``) writes nothing to the output folder."""
         self.config = config
+        self.check_only = check_only
         train = config.train
         self.dist = DistributedContext.from_env(train.device)
         self.device = self.dist.device
@@ -133,7 +135,7 @@ class Trainer:
         return precision
 
     def _summary_writer(self):
-        if not self.dist.is_main:
+        if not self.dist.is_main or self.check_only:
             return None
         os.makedirs(self.output_dir, exist_ok=True)
         with open(os.path.join(self.output_dir, "config.json"), "w", encoding="utf-8") as handle:
@@ -172,7 +174,6 @@ class Trainer:
                 self.scaler.scale(result.total / accumulate).backward()
                 _accumulate(step_terms, result, accumulate)
                 window["utterances"] += len(batch) * self.dist.world_size
-                self._maybe_die(self.step * accumulate + micro)
                 if sync:
                     last_loss = self._optimizer_step(step_terms, progress, window)
                     micro, step_terms = 0, {}
@@ -284,12 +285,6 @@ class Trainer:
         if skip_sync and isinstance(self.model, DistributedDataParallel):
             return self.model.no_sync()
         return contextlib.nullcontext()
-
-    @staticmethod
-    def _maybe_die(micro_index: int) -> None:
-        """Fault injection for the resume tests: ``RECYCLE_DISTILL_FAULT=kill:<micro-batch>``."""
-        if os.environ.get(FAULT_ENV, "") == f"kill:{micro_index}":
-            os.kill(os.getpid(), 9)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
