@@ -594,3 +594,54 @@ def test_concurrent_patch_and_revert_never_lose_an_original(root):
             assert path.read_text() == original(key) or ph.backup_path(path).read_text() == original(key)
     subprocess.run([sys.executable, str(script), "--revert", str(root)], check=True, capture_output=True)
     assert snapshot(root) == before
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def test_an_unwritable_folder_is_refused_before_anything_is_written(root, capsys, monkeypatch):
+    from recycle_distill.s3prl_patch import preflight
+
+    blocked = (root / "s3prl" / "downstream" / "asr").resolve()
+    real_access = os.access
+    monkeypatch.setattr(preflight.os, "access",
+                        lambda path, mode: False if Path(path) == blocked else real_access(path, mode))
+    before = snapshot(root)
+    code, _, err = run(capsys, root)
+    assert code == ph.EXIT_REFUSED
+    assert err.strip() == ("error: cannot write in s3prl/downstream/asr; nothing was changed (fix the permissions "
+                           "and run again)")
+    assert snapshot(root) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused_before_anything_is_written(root, capsys):
+    folder = root / "s3prl" / "downstream" / "emotion"
+    before = snapshot(root)
+    folder.chmod(0o555)
+    try:
+        code, _, err = run(capsys, root)
+    finally:
+        folder.chmod(0o755)
+    assert code == ph.EXIT_REFUSED and "cannot write in s3prl/downstream/emotion" in err
+    assert snapshot(root) == before
+
+
+def test_temp_files_of_an_interrupted_run_are_removed_by_the_next(root, capsys):
+    before = snapshot(root)
+    sid_folder = config_path(root, "SID").parent
+    (sid_folder / ".config.yaml.k3j_x9aQ.tmp").write_text("half a config")
+    (root / "s3prl" / ".hub.py.ab12CD34.tmp").write_text("half a hub")
+    stale_folder = root / "s3prl" / "downstream" / ".cif_asr.Zz00Yy11.tmp"
+    stale_folder.mkdir()
+    (stale_folder / "expert.py").write_text("half")
+    (sid_folder / ".config.yaml.users.tmp").write_text("not ours: another pattern")
+    code, out, _ = run(capsys, root)
+    assert code == 0
+    assert out.count("clean       ") == 3
+    assert not (sid_folder / ".config.yaml.k3j_x9aQ.tmp").exists() and not stale_folder.exists()
+    assert not (root / "s3prl" / ".hub.py.ab12CD34.tmp").exists()
+    assert (sid_folder / ".config.yaml.users.tmp").read_text() == "not ours: another pattern"
+    (sid_folder / ".config.yaml.users.tmp").unlink()
+    assert run(capsys, "--revert", root)[0] == 0
+    assert snapshot(root) == before

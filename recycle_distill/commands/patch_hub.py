@@ -18,6 +18,7 @@ from ..s3prl_patch.files import BACKUP_SUFFIX
 from ..s3prl_patch.lock import DEFAULT_TIMEOUT, tree_lock
 from ..s3prl_patch.operations import plan_patch, plan_revert
 from ..s3prl_patch.plan import apply
+from ..s3prl_patch.preflight import check_writable
 from ..s3prl_patch.tree import locate_tree
 
 
@@ -74,6 +75,7 @@ def _run_locked(args: argparse.Namespace, tree) -> int:
     if args.dry_run:
         print(show_diff(plan), end="")
     else:
+        check_writable(plan)  # refuses before the first write, never half way
         apply(plan)
     for line in plan.lines:
         print(line)

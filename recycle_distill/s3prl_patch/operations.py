@@ -12,6 +12,7 @@ from .configs import plan_configs, plan_revert_configs
 from .copies import plan_copies, plan_revert_copies
 from .manifest import plan_manifest, read_manifest
 from .plan import Plan
+from .preflight import plan_stale_temps
 from .registration import plan_hub, plan_revert_hub
 from .shim import plan_revert_shim, plan_shim
 from .tree import Tree
@@ -24,6 +25,7 @@ def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -
     pre-patched configs the report points to when the tree has none.
     """
     plan = Plan(tree)
+    plan_stale_temps(tree, plan)
     manifest = read_manifest(tree, plan)
     copied = (plan_copies(tree, plan, manifest, upstreams) if copy
               else dict(manifest.get("copied") or {}))
@@ -39,6 +41,7 @@ def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -
 def plan_revert(tree: Tree) -> Plan:
     """Plan undoing a previous run: restore backups, drop the hub block and the copies."""
     plan = Plan(tree)
+    plan_stale_temps(tree, plan)
     manifest = read_manifest(tree, plan)
     left_patched = set()
     if not plan_revert_hub(plan, (tree.package / "hub.py").resolve()):
