@@ -96,6 +96,17 @@ def test_cli_profiles_a_checkpoint(tiny_arm_files, capsys):
     assert '"flops"' in out and '"params_total"' in out
 
 
+def test_cli_says_when_timing_rows_are_left_out(tiny_arm_files, capsys):
+    """Issue 11: --repeats 0 used to drop the timing rows without a word."""
+    ckpt, config, _ = tiny_arm_files
+    assert cli_main(["profile", str(ckpt), "-g", str(config), "--seconds", "0.5", "--repeats", "0", "--no-teacher"]) == 0
+    out = capsys.readouterr().out
+    assert "time: not measured (--repeats 0), so the timing rows are left out" in out
+    assert "wall time" not in out and "GFLOPs / forward" in out
+    assert cli_main(["profile", str(ckpt), "-g", str(config), "--repeats", "-1", "--no-teacher"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --batch must be >= 1, --seconds > 0 and --repeats >= 0"
+
+
 def test_cli_rejects_an_unknown_model(capsys):
     assert cli_main(["profile", "no-such-preset", "--no-teacher"]) == 1
     assert "neither a preset" in capsys.readouterr().err  # errors go to stderr (issue 11)

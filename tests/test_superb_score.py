@@ -274,3 +274,25 @@ def test_readme_example_shape(tmp_path):
     path.write_text(text)
     (row,) = read_table(path)
     assert row.score.label() == "78.11"
+
+
+@pytest.mark.parametrize("task, value, message", [
+    ("SID", 500, "mine.yaml: m.SID: SID acc is a percentage in [0, 100], got 500"),
+    ("KS", -1, "mine.yaml: m.KS: KS acc is a percentage in [0, 100], got -1"),
+    ("QbE", 63.5, "mine.yaml: m.QbE: QbE MTWV is a fraction in [0, 1], got 63.5; if that is a percentage, write 0.635"),
+    ("QbE", 250, "mine.yaml: m.QbE: QbE MTWV is a fraction in [0, 1], got 250"),
+    ("ASR", -3, "mine.yaml: m.ASR: ASR WER is an error rate in percent (>= 0), got -3"),
+])
+def test_impossible_values_are_refused(tmp_path, task, value, message):
+    """Issue 11: accuracy 500 or an MTWV given in percent used to be scored."""
+    results = tmp_path / "mine.yaml"
+    results.write_text(yaml.safe_dump({"m": {task: value}}))
+    with pytest.raises(ValueError) as caught:
+        read_table(results)
+    assert str(caught.value) == message
+
+
+def test_possible_edge_values_are_accepted(tmp_path):
+    results = tmp_path / "mine.yaml"
+    results.write_text(yaml.safe_dump({"m": {"ASR": 104.2, "QbE": 0.0, "SID": 100}}))
+    assert read_table(results)[0].values == {"ASR": 104.2, "QbE": 0.0, "SID": 100.0}

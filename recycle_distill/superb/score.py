@@ -187,6 +187,25 @@ def _number(value: object, where: str) -> Optional[float]:
     return number
 
 
+def check_value(key: str, value: float, where: str) -> None:
+    """Raise ValueError for a value the task's metric cannot take (in the papers' units).
+
+    Accuracies and F1 are percentages in [0, 100]; error rates are >= 0 (a WER can pass 100);
+    QbE's MTWV is a fraction in [0, 1], and a percentage given for it gets a hint.
+    """
+    kind = TASK_BY_KEY[key].kind
+    if kind == "mtwv":
+        if 1.0 < value <= 100.0:
+            raise ValueError(f"{where}: QbE MTWV is a fraction in [0, 1], got {value:g}; "
+                             f"if that is a percentage, write {value / 100:g}")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where}: QbE MTWV is a fraction in [0, 1], got {value:g}")
+    elif kind == "higher" and not 0.0 <= value <= 100.0:
+        raise ValueError(f"{where}: {TASK_BY_KEY[key].title} is a percentage in [0, 100], got {value:g}")
+    elif kind == "error" and value < 0.0:
+        raise ValueError(f"{where}: {TASK_BY_KEY[key].title} is an error rate in percent (>= 0), got {value:g}")
+
+
 def _row(name: str, mapping: Mapping[str, object], origin: str) -> ModelResults:
     row = ModelResults(str(name))
     for column, raw in mapping.items():
@@ -197,6 +216,7 @@ def _row(name: str, mapping: Mapping[str, object], origin: str) -> ModelResults:
             continue
         value = _number(raw, f"{origin}: {name}.{column}")
         if value is not None:
+            check_value(key, value, f"{origin}: {name}.{column}")
             row.values[key] = value
             row.sources[key] = origin
     return row
