@@ -57,7 +57,8 @@ def fetch_checkpoint(ckpt: Union[str, os.PathLike], refresh: bool = False) -> st
     """Turn ``ckpt`` (path, ``hf://repo/file``, Hub ``resolve`` URL or plain URL) into a local path."""
     if not is_url(ckpt):
         path = os.path.expanduser(os.fspath(ckpt))
-        if not os.path.isfile(path):
+        # A folder is a Hugging Face export (recycle-distill export --format hf).
+        if not os.path.isfile(path) and not os.path.isdir(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return path
     assert isinstance(ckpt, str)

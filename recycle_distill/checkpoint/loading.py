@@ -58,23 +58,31 @@ def read_student_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, to
 
 def load_student(
     ckpt: Union[str, os.PathLike],
-    family: str,
+    family: Optional[str] = None,
     model_config: Optional[ConfigSource] = None,
     **overrides: Any,
 ) -> StudentModel:
     """Build the ``family`` student and load ``ckpt`` into it strictly; returns it in eval mode.
 
     Args:
-        ckpt: Lightning ``.ckpt``, a ``.pt`` state dict, or our compact ``.safetensors``.
-        family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``.
+        ckpt: Lightning ``.ckpt``, a ``.pt`` state dict, our compact ``.safetensors``, or a
+            Hugging Face folder written by ``recycle-distill export --format hf``.
+        family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``; may be None
+            only for a Hugging Face folder (which names its family).
         model_config: the architecture (``-g`` YAML path, preset name, dict); optional for
             compact files and for weights that match one of the family's presets.
         overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
     """
+    path = os.fspath(ckpt)
+    if os.path.isdir(path):  # a Hugging Face export folder (recycle_distill.hf)
+        from ..hf import read_hf_student
+
+        state_dict, stored_family, stored_config = read_hf_student(path)
+        family = family or stored_family
     if family not in FAMILIES:
         raise CheckpointError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
-    path = os.fspath(ckpt)
-    state_dict, stored_family, stored_config = read_student_state_dict(path)
+    if not os.path.isdir(path):
+        state_dict, stored_family, stored_config = read_student_state_dict(path)
     if stored_family is not None and stored_family != family:
         raise CheckpointError(f"{path}: holds a {stored_family} student, but the {family} entry was asked to load it")
     for prefix in DROPPED_KEYS.get(family, ()):

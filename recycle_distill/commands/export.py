@@ -1,0 +1,97 @@
+"""Export a student (checkpoint, preset or published release) as safetensors or a Hugging Face folder.
+
+  recycle-distill export ARMHuBERT-960h.ckpt -g armhubert-960.yaml --format hf -o armhubert-hf/
+  recycle-distill export maskhubert_960h --format hf -o maskhubert-hf/      # published release
+  recycle-distill export starhubert --format hf -o star-random/ --seed 0   # random preset
+  recycle-distill export run/student.safetensors --format safetensors -o s.safetensors
+
+--format safetensors writes our compact file (what 'convert' writes); --format hf writes a
+folder that transformers.AutoModel.from_pretrained loads offline (MaskHuBERT / STaRHuBERT as
+a plain HubertModel; ARMHuBERT / FitHuBERT with trust_remote_code=True), with a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from ..builder import build_student, list_presets, resolve_config
+from ..checkpoint import CheckpointError, load_student, read_compact, save_compact
+from ..checkpoint.compact import is_safetensors
+from ..hub import RELEASED, released_checkpoint
+from ..models import FAMILIES
+
+FORMATS = ("safetensors", "hf")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a checkpoint (.ckpt, .pt, .safetensors, or an export folder), a preset "
+                                       f"({', '.join(list_presets())}) or a published release ({', '.join(RELEASED)})")
+    parser.add_argument("--format", dest="format", default="safetensors",
+                        help=f"output format: {', '.join(FORMATS)} (default safetensors)")
+    parser.add_argument("-o", "--output", required=True, help="output file (safetensors) or folder (hf)")
+    parser.add_argument("-g", "--model-config", default=None, help="architecture YAML (the reference -g file) or preset")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                        help="student family (default: from the config, the file or the release)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
+    parser.add_argument("--teacher", default=None, help="teacher named in the model card")
+    parser.add_argument("--data", default=None, help="training data named in the model card")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+def load_source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str | None, str | None]:
+    """(model, family, release entry or None, source file or None) for the command's source."""
+    source = args.source
+    if os.path.exists(source):
+        family = args.family
+        if family is None and args.model_config is not None:
+            _, family = resolve_config(args.model_config)
+        elif family is None and is_safetensors(source):
+            _, family, _ = read_compact(source)
+        elif family is None and not os.path.isdir(source):
+            raise CheckpointError(f"{source}: give the architecture with -g CONFIG.yaml or the family with --family")
+        model = load_student(source, family, args.model_config)
+        family = family or _family_of(model)
+        return model, family, None, source if os.path.isfile(source) else None
+    if source in RELEASED:
+        entry = RELEASED[source]
+        path = released_checkpoint(source)
+        return load_student(path, entry.family, args.model_config or entry.preset), entry.family, source, path
+    if source in list_presets():
+        torch.manual_seed(args.seed)
+        _, family = resolve_config(args.model_config or source, args.family)
+        return build_student(args.model_config or source, family), family, None, None
+    raise CheckpointError(f"{source}: no such file, preset ({', '.join(list_presets())}) or release "
+                          f"({', '.join(RELEASED)})")
+
+
+def _family_of(model: torch.nn.Module) -> str:
+    return str(getattr(model, "family"))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.format not in FORMATS:
+        print(f"error: unknown --format {args.format!r}; choose one of {', '.join(FORMATS)}", file=sys.stderr)
+        return 1
+    if os.path.exists(args.output) and not args.force and (os.path.isfile(args.output) or os.listdir(args.output)):
+        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+        return 1
+    model, family, release, source_file = load_source(args)
+    params = sum(p.numel() for p in model.parameters())
+    if args.format == "safetensors":
+        save_compact(args.output, model.state_dict(), family, model.config.to_dict())
+        print(f"wrote {args.output}: {family}, {params:,} parameters, {os.path.getsize(args.output) / 2**20:.1f} MiB")
+        return 0
+    from ..hf import export_hf
+    from ..hf.model_card import identify_release
+
+    release = release or identify_release(source_file=source_file)
+    info = export_hf(model, family, args.output, release=release, teacher=args.teacher, data=args.data)
+    how = "AutoModel.from_pretrained(DIR)" if info["kind"] == "hubert" else \
+        "AutoModel.from_pretrained(DIR, trust_remote_code=True)"
+    print(f"wrote {args.output}/: {family} as a Hugging Face folder ({info['kind']}), {params:,} parameters"
+          f"{', published release ' + release if release else ''}; load with {how}")
+    return 0
