@@ -105,6 +105,20 @@ def test_encoder_pools_lengths_with_the_frames(rate, expected):
         assert hidden[b, :n].abs().sum(-1).min() > 0
 
 
+def test_masked_conformer_layers_equal_torchaudio_without_padding():
+    """Our masked re-run of torchaudio's layers changes nothing where there is nothing to mask."""
+    from recycle_distill.downstreams.cif_asr.model import _conformer_layer
+
+    model = small_model().eval()
+    stack = model.encoder.stacks[0]
+    x = torch.randn(2, 17, SMALL["d_model"])
+    reference, _ = stack(x, torch.tensor([17, 17]))
+    ours = x
+    for layer in stack.conformer_layers:
+        ours = _conformer_layer(layer, ours, torch.zeros(2, 17, dtype=torch.bool))
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
 def test_padded_frames_change_nothing():
     model = small_model(rate=160, loss=LossConfig(acd=1.0, lrd=0.01))
     features, lengths, targets, target_lengths, lm = batch()
