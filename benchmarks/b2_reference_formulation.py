@@ -9,8 +9,8 @@ double softmax in reuse layers). Both models get the SAME weights (random, seede
 same run the outputs (all 12 head projections and layer outputs) are checked equal
 within 1e-5, then the two are timed alternately.
 
-Batch > 1: the reference pairs reused attention maps across utterances (REFERENCE.md
-item 9). "ours (reference pairing)" reproduces that and is checked against the batched
+Batch > 1: the reference pairs reused attention maps across utterances (docs/students.md
+§9). "ours (reference pairing)" reproduces that and is checked against the batched
 reference; "ours (default)" gives every utterance its own maps and is checked against
 the reference run one utterance at a time. The analytic bound is the FLOP ratio, 1.00:
 both do the same arithmetic, so any speed-up comes from how it is executed.

@@ -1,7 +1,7 @@
 """ARMHuBERT written the way the original research code computes it, for benchmark B2.
 
-This is our own transcription of the op sequence that ``REFERENCE.md`` ("Forward
-semantics") describes for the released ARMHuBERT (fairseq-style modules), not a copy of
+This is our own transcription of the op sequence that ``docs/students.md`` (§4-§8)
+describes for the released ARMHuBERT (fairseq-style modules), not a copy of
 that code. It exists to time our student against the reference formulation on identical
 weights: its state-dict keys are the reference keys, so ``load_state_dict`` takes our
 student's weights unchanged.
@@ -16,7 +16,7 @@ What makes it the reference formulation (and what our student does instead):
   batch as (B*H, T, d) with ``contiguous().view().transpose()``, ``bmm`` scores, padded keys
   at -inf, softmax in fp32, dropout, ``bmm`` with v, heads unfolded, ``out_proj``.
 * Reuse layers: the previous full layer's (H, B, T, S) probability map is reshaped to
-  (B*H, T, S) *without* a transpose (the batch/head pairing of REFERENCE.md item 9; the
+  (B*H, T, S) *without* a transpose (the batch/head pairing of docs/students.md §9; the
   identity when B = 1) and goes through softmax a second time.
 * Layer-wise gradient scaling (forward identity) and per-layer projection heads on the
   time-major layer outputs transposed back to batch-first.
@@ -155,7 +155,7 @@ class RefReuseAttention(nn.Module):
         tgt_len, bsz, embed_dim = x.shape
         v = self.v_proj(x).contiguous().view(-1, bsz * self.num_heads, self.head_dim).transpose(0, 1)
         src_len = v.size(1)
-        weights = attn_map.reshape(bsz * self.num_heads, tgt_len, src_len)  # no transpose: REFERENCE item 9
+        weights = attn_map.reshape(bsz * self.num_heads, tgt_len, src_len)  # no transpose: docs/students.md §9
         if key_padding_mask is not None:
             weights = weights.view(bsz, self.num_heads, tgt_len, src_len)
             weights = weights.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))

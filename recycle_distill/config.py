@@ -106,7 +106,7 @@ class StudentConfig:
 
     # Our own options (not in the reference).
     reference_batched_reuse: bool = False
-    """Reproduce the reference's (batch, head) attention-map pairing bug (REFERENCE.md item 9)."""
+    """Reproduce the reference's (batch, head) attention-map pairing bug (docs/students.md §9)."""
     per_utterance_cnn: bool = False
     """Run the CNN one utterance at a time so batched features equal single-utterance ones."""
 

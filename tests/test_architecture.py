@@ -71,7 +71,7 @@ def test_every_published_model_has_a_preset():
 
 
 def test_exact_counts_of_reimplemented_models():
-    # REFERENCE.md: the counts the reference code gives for these architectures.
+    # docs/students.md §3: the counts the reference code gives for these architectures.
     assert sum(p.numel() for p in _build_on_meta("starhubert").parameters()) == 22_308_592
     assert sum(p.numel() for p in _build_on_meta("starhubert_l").parameters()) == 26_630_752
     assert sum(p.numel() for p in _build_on_meta("fithubert").parameters()) == 22_492_544

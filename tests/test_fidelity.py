@@ -1,4 +1,4 @@
-"""Our students reproduce the original code's outputs (REFERENCE.md fixtures), padded frames included."""
+"""Our students reproduce the original code's outputs (docs/students.md §1 fixtures), padded frames included."""
 
 import pytest
 import torch
@@ -64,7 +64,7 @@ def test_single_utterances_match_in_both_modes(name, reference_batched_reuse):
 
 @pytest.mark.parametrize("name", GOLDEN)
 def test_batched_outputs_match(name):
-    """mask/star in default mode; ARMHuBERT in reference-pairing mode (REFERENCE.md item 9)."""
+    """mask/star in default mode; ARMHuBERT in reference-pairing mode (docs/students.md §9)."""
     fixture = load_fixture(name)
     family = fixture_family(name)
     model = _model(fixture, family, reference_batched_reuse=family == "armhubert")
