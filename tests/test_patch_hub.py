@@ -645,3 +645,22 @@ def test_temp_files_of_an_interrupted_run_are_removed_by_the_next(root, capsys):
     (sid_folder / ".config.yaml.users.tmp").unlink()
     assert run(capsys, "--revert", root)[0] == 0
     assert snapshot(root) == before
+
+
+def test_data_folders_are_found_in_a_non_editable_install(tmp_path):
+    """Issue 11: REPO_DIR = parents[2] pointed outside site-packages in a regular install."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(REPO / "recycle_distill", site / "recycle_distill",
+                    ignore=shutil.ignore_patterns("__pycache__", "downstreams"))
+    shutil.copytree(REPO / "upstreams", site / "recycle_distill" / "upstreams",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from recycle_distill import s3prl_patch as p; print(p.UPSTREAMS_DIR); print(p.DOWNSTREAM_CONFIGS_DIR)")
+    done = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(site / "recycle_distill" / "upstreams"),
+                                        str(site / "recycle_distill" / "downstream_configs")]

@@ -37,6 +37,8 @@ Needs only the standard library and PyYAML: nothing here may import torch, so th
 
 from __future__ import annotations
 
+import importlib.util
+from importlib import resources
 from pathlib import Path
 
 from .diff import show_diff, unified_diff
@@ -58,16 +60,27 @@ from .registration import (
 from .tasks import TASKS, Task, format_lr
 from .tree import Tree, locate_tree
 
-# The repository this package sits in.  patch_hub.py runs it from the checkout, where these
-# folders exist; cli.main reads the two below from here at call time, so setting them on this
-# package points a run elsewhere.
-REPO_DIR = Path(__file__).resolve().parents[2]
-UPSTREAMS_DIR = REPO_DIR / "upstreams"  # what --copy copies into s3prl/upstream/
-DOWNSTREAM_CONFIGS_DIR = REPO_DIR / "downstream_configs"  # pre-patched configs to point to
+
+
+def _upstreams_folder() -> Path:
+    """Where the S3PRL upstream folders are: the installed ``recycle_distill.upstreams``
+    package (found without importing it), else a checkout's top-level ``upstreams/`` (when
+    patch_hub.py runs from a checkout with a Python that has not installed the package)."""
+    spec = importlib.util.find_spec("recycle_distill.upstreams")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "upstreams"
+
+
+# The commands read these two at call time, so setting them on this package points a run
+# elsewhere (the tests use stand-in upstreams). Both are found the way an installed package
+# finds its data, not relative to a repository that a non-editable install does not have.
+UPSTREAMS_DIR = _upstreams_folder()  # what --copy copies into s3prl/upstream/
+DOWNSTREAM_CONFIGS_DIR = Path(str(resources.files("recycle_distill") / "downstream_configs"))  # pre-patched configs
 
 __all__ = [
     "BACKUP_SUFFIX", "DOWNSTREAM_CONFIGS_DIR", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
-    "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "REPO_DIR", "TASKS", "UPSTREAMS_DIR",
+    "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "TASKS", "UPSTREAMS_DIR",
     "PatchError", "Plan", "RefusedError", "Task", "Tree", "Write",
     "add_hub_block", "apply", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
     "format_lr", "hub_block", "locate_tree", "patch_config_text", "plan_patch",
