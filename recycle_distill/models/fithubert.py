@@ -64,7 +64,7 @@ class FitHuBERT(StudentModel):
         assert self.proj_head is not None
         return [head(layer_results[layer], num_frames) for head, layer in zip(self.proj_head, self.config.pred_layer_id)]
 
-    def hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
+    def select_hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
         assert projections is not None
         num_frames = projections[0].shape[1]
         return [self.upsampler(result, num_frames) for result in layer_results]

@@ -20,5 +20,5 @@ class STaRHuBERT(StudentModel):
     def build_heads(self, config: StudentConfig) -> Optional[nn.ModuleList]:
         return None
 
-    def hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
+    def select_hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
         return layer_results

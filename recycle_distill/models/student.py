@@ -96,7 +96,7 @@ class StudentModel(nn.Module):
             ProjectionHead(config.encoder_embed_dim, config.pred_head_final_dim) for _ in range(config.encoder_layers)
         )
 
-    def hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
+    def select_hidden_states(self, layer_results: list[Tensor], projections: Optional[list[Tensor]]) -> list[Tensor]:
         """What the S3PRL expert exposes: the head projections here."""
         assert projections is not None
         return projections
@@ -144,7 +144,7 @@ class StudentModel(nn.Module):
         layer_results, _, encoder_input = self.encoder(features, padding_mask)
         projections = self.project(layer_results, features.shape[1])
         return StudentOutput(
-            hidden_states=self.hidden_states(layer_results, projections),
+            hidden_states=self.select_hidden_states(layer_results, projections),
             layer_results=layer_results,
             projections=projections,
             padding_mask=padding_mask,
