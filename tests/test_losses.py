@@ -225,11 +225,11 @@ def test_masking_loss_excluding_padding() -> None:
     # No padded frame: identical to the reference mode.
     reference, _ = masking_distillation_loss(student, unmasked, masked, mask, [0, 2])
     unpadded, _ = masking_distillation_loss(
-        student, unmasked, masked, mask, [0, 2], exclude_padding=torch.zeros_like(padding)
+        student, unmasked, masked, mask, [0, 2], padding_mask=torch.zeros_like(padding)
     )
     torch.testing.assert_close(unpadded, reference, rtol=1e-12, atol=0)
 
-    total, terms = masking_distillation_loss(student, unmasked, masked, mask, [0, 2], exclude_padding=padding)
+    total, terms = masking_distillation_loss(student, unmasked, masked, mask, [0, 2], padding_mask=padding)
     valid = ~padding
     count = valid.sum()
     for key, layers in (("mask_hint_loss", [0, 2]), ("mask_rec_loss", [3])):
@@ -243,7 +243,7 @@ def test_masking_loss_excluding_padding() -> None:
 
     # Padded frames do not matter, whatever they hold.
     noisy = [s.masked_fill(padding.unsqueeze(-1), 1e6) for s in student]
-    again, _ = masking_distillation_loss(noisy, unmasked, masked, mask, [0, 2], exclude_padding=padding)
+    again, _ = masking_distillation_loss(noisy, unmasked, masked, mask, [0, 2], padding_mask=padding)
     torch.testing.assert_close(again, total, rtol=1e-12, atol=0)
 
 
@@ -267,7 +267,7 @@ def test_validation_loss_excluding_padding() -> None:
     student, teacher, _, _ = _random_layers(3, extra=1)
     padding = torch.zeros(3, 7, dtype=torch.bool)
     padding[0, 4:] = True
-    total, terms = validation_loss(student, teacher, [1], hint_weight=0.1, last_weight=1.0, exclude_padding=padding)
+    total, terms = validation_loss(student, teacher, [1], hint_weight=0.1, last_weight=1.0, padding_mask=padding)
     valid = ~padding
     per_layer = [((s - t[:, :7]) ** 2)[valid].mean() for s, t in zip(student, teacher)]
     torch.testing.assert_close(terms["hint_loss"], 0.1 * per_layer[1], rtol=1e-12, atol=0)

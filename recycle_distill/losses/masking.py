@@ -50,7 +50,7 @@ def masking_distillation_loss(
     hint_layers: Sequence[int],
     hint_weight: float = 0.1,
     last_weight: float = 1.0,
-    exclude_padding: Optional[Tensor] = None,
+    padding_mask: Optional[Tensor] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The masking distillation loss of MaskHuBERT / ARMHuBERT.
 
@@ -66,7 +66,7 @@ def masking_distillation_loss(
             (index N-1) is always the reconstruction layer and may not appear here.
         hint_weight: weight of the hint sums (0.1 in every released recipe).
         last_weight: weight of the last-layer sums (``rec_loss_weight``, 1.0).
-        exclude_padding: None reproduces the reference (padded frames count, every sum is
+        padding_mask: None reproduces the reference (padded frames count, every sum is
             divided by B*T); a (B, T_p >= T) bool padding mask (True = pad, the student's frame
             grid) drops padded frames and divides by the number of valid frames instead.
 
@@ -86,7 +86,7 @@ def masking_distillation_loss(
         raise ValueError("mask_indices is required; without masking use validation_loss")
     device = student_layers[0].device
     mask = cut_mask(mask_indices, batch, num_frames, "mask_indices").to(device)
-    padding = cut_mask(exclude_padding, batch, num_frames, "exclude_padding")
+    padding = cut_mask(padding_mask, batch, num_frames, "padding_mask")
     valid = valid_frames(padding, batch, num_frames, device)
     masked_frames = mask & valid
     unmasked_frames = ~mask & valid

@@ -23,7 +23,7 @@ def validation_loss(
     hint_layers: Sequence[int],
     hint_weight: float = 0.1,
     last_weight: float = 1.0,
-    exclude_padding: Optional[Tensor] = None,
+    padding_mask: Optional[Tensor] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Validation loss of masking distillation.
 
@@ -35,7 +35,7 @@ def validation_loss(
             :func:`~recycle_distill.losses.masking.masking_distillation_loss`).
         hint_weight: weight of each hint layer's MSE.
         last_weight: weight of the last layer's MSE.
-        exclude_padding: None (the reference: every frame counts) or a (B, T) bool padding
+        padding_mask: None (the reference: every frame counts) or a (B, T) bool padding
             mask (True = pad) whose frames are dropped from every mean.
 
     Returns:
@@ -45,11 +45,11 @@ def validation_loss(
     num_layers, _, _ = check_layer_lists(student_layers, teacher_layers=teacher_layers)
     hints = check_hint_layers(hint_layers, num_layers)
     last = num_layers - 1
-    rec, _ = hint_loss([(student_layers[last], teacher_layers[last], last_weight)], exclude_padding)
+    rec, _ = hint_loss([(student_layers[last], teacher_layers[last], last_weight)], padding_mask)
     terms = {"rec_loss": rec}
     if hints:
         pairs = [(student_layers[index], teacher_layers[index], hint_weight) for index in hints]
-        terms["hint_loss"], _ = hint_loss(pairs, exclude_padding)
+        terms["hint_loss"], _ = hint_loss(pairs, padding_mask)
     else:
         terms["hint_loss"] = rec.new_zeros(())
     return terms["hint_loss"] + terms["rec_loss"], terms

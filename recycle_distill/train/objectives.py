@@ -106,7 +106,7 @@ class MaskingObjective(Objective):
             self.hint_layers,
             hint_weight=self.config.train.random_layer_weight,
             last_weight=self.config.train.rec_loss_weight,
-            exclude_padding=student_out.padding_mask if self.config.train.exclude_padding else None,
+            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
         )
         return LossResult(total, terms)
 
@@ -116,7 +116,7 @@ class MaskingObjective(Objective):
         total, terms = validation_loss(
             student_out.projections, self.mapped(target.layer_results), self.hint_layers,
             hint_weight=self.config.train.random_layer_weight, last_weight=self.config.train.rec_loss_weight,
-            exclude_padding=student_out.padding_mask if self.config.train.exclude_padding else None,
+            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
         )
         return LossResult(total, terms)
 
