@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["StudentUpstream", "DOWNSAMPLE_RATE"]
 
+# The released students' rate, for callers that need it before a model exists; an upstream
+# reports its own model's rate (computed from the CNN strides).
 DOWNSAMPLE_RATE = 320
 
 
@@ -53,7 +55,7 @@ class StudentUpstream(nn.Module):
         self.name = f"[{self.family}]"
 
     def get_downsample_rates(self, key: str = "hidden_states") -> int:
-        return DOWNSAMPLE_RATE
+        return self.model.downsample_rate
 
     def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
         """Run the student on a list of waveforms.

@@ -200,3 +200,22 @@ def test_every_float_dtype_is_computed_in_the_model_dtype_whatever_the_order(tmp
         expected = upstream([wave.float() for wave in waves])["last_hidden_state"]
     assert output.dtype == torch.float32
     assert torch.equal(output, expected)
+
+
+def test_downsample_rate_comes_from_the_model(tmp_path):
+    """Issue 11: the expert hard-coded 320; it now reports its CNN's stride product."""
+    from recycle_distill import build_student
+
+    fixture = load_fixture("golden_tiny_maskhubert.pt")
+    released = tmp_path / "mask.safetensors"
+    save_compact(str(released), fixture["state_dict"], "maskhubert", fixture["config"])
+    assert torch.hub.load(REPO, "maskhubert", source="local", ckpt=str(released)).get_downsample_rates("hidden_states") == 320
+    config = dict(fixture["config"], conv_feature_layers="[(32, 10, 5)] + [(32, 3, 2)] * 5")
+    model = build_student({"distiller": config}, "maskhubert")
+    path = tmp_path / "fast.safetensors"
+    save_compact(str(path), model.state_dict(), "maskhubert", model.config.to_dict())
+    upstream = torch.hub.load(REPO, "maskhubert", source="local", ckpt=str(path))
+    assert upstream.get_downsample_rates("hidden_states") == 160
+    with torch.no_grad():
+        frames = upstream([torch.randn(16000) * 0.1])["last_hidden_state"].shape[1]
+    assert frames == 16000 // 160 - 1  # the receptive field (400 samples) costs about one frame

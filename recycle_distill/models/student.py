@@ -7,6 +7,7 @@ A family subclasses :class:`StudentModel` and overrides the block builders
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -106,6 +107,12 @@ class StudentModel(nn.Module):
     def receptive_field(self) -> int:
         """Samples needed for one frame (400 for every released CNN)."""
         return self.feature_extractor.receptive_field
+
+    @property
+    def downsample_rate(self) -> int:
+        """Samples per frame of ``hidden_states``: the product of the CNN strides (320 for every
+        released CNN; FitHuBERT's upsampler brings its states back to this rate)."""
+        return math.prod(stride for _, stride in self.feature_extractor.kernel_strides)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) sample counts -> (B,) frame counts of the CNN."""
