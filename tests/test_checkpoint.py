@@ -141,3 +141,16 @@ def test_compact_metadata_is_versioned(tmp_path):
     assert metadata["format"] == "recycle-distill-student" and metadata["format_version"] == "1"
     assert json.loads(metadata["config"])["encoder_layers"] == 4
     assert not list(tmp_path.glob(".tmp-*"))  # the atomic write left no temp file
+
+
+def test_safe_loading_is_a_leaf_the_teacher_imports_without_the_student_stack():
+    """Issue 11: the teacher imported the whole student stack through recycle_distill.checkpoint."""
+    import subprocess
+    import sys
+
+    code = ("import sys, recycle_distill.teacher, recycle_distill.checkpoint.safe_load; "
+            "print(sorted(m for m in ('recycle_distill.models', 'recycle_distill.checkpoint.loading', "
+            "'recycle_distill.builder') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

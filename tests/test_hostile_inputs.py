@@ -110,8 +110,9 @@ def test_every_unreadable_file_is_a_checkpoint_error_naming_it(tmp_path, label):
 def test_a_directory_is_reported_as_a_directory(tmp_path):
     with pytest.raises(CheckpointError, match=f"^{tmp_path}: is a directory, not a checkpoint file$"):
         safe_torch_load(tmp_path)
-    with pytest.raises(CheckpointError, match="is a directory"):
+    with pytest.raises(CheckpointError) as caught:  # load_student reads folders as Hugging Face exports
         load_student(tmp_path, "armhubert", "armhubert_s")
+    assert str(caught.value).startswith(f"{tmp_path}: ")
     with pytest.raises(CheckpointError, match="^checkpoint not found: "):
         safe_torch_load(tmp_path / "missing.pt")
 

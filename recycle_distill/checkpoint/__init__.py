@@ -1,8 +1,14 @@
-"""Reading and writing student checkpoints safely (no pickled code is ever run)."""
+"""Reading and writing student checkpoints safely (no pickled code is ever run).
 
-from .compact import FORMAT_VERSION, read_compact, save_compact
-from .loading import load_student, read_student_state_dict
-from .safe_load import KNOWN_GLOBALS, CheckpointError, safe_torch_load
+``safe_load`` and ``zip_records`` are leaves (torch only): importing
+``recycle_distill.checkpoint.safe_load`` (as the teacher code does) does not build the student
+stack. The names below are imported on first access (PEP 562), for the same reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "CheckpointError",
@@ -14,3 +20,27 @@ __all__ = [
     "safe_torch_load",
     "save_compact",
 ]
+
+_LAZY = {
+    "CheckpointError": ".safe_load",
+    "KNOWN_GLOBALS": ".safe_load",
+    "safe_torch_load": ".safe_load",
+    "FORMAT_VERSION": ".compact",
+    "read_compact": ".compact",
+    "save_compact": ".compact",
+    "load_student": ".loading",
+    "read_student_state_dict": ".loading",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first access and cache it in the module globals."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

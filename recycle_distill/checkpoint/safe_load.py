@@ -115,7 +115,7 @@ def safe_torch_load(
         else:
             detail = next((line for line in message.splitlines()[1:] if line.strip()), message)
         detail = detail.strip().splitlines()[0] if detail.strip() else "unpickling failed"
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({detail[:200]})") from None
+        raise CheckpointError(f"{path}: refused to load: {detail[:200]}") from None
     except MemoryError:
         raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
     except Exception as err:  # noqa: BLE001  (OSError, KeyError, IndexError, ... : all mean unreadable)
