@@ -121,10 +121,12 @@ def load_teacher_from_hub(
     expert = entry(**kwargs)
     model = getattr(expert, "model", None)
     if not isinstance(model, nn.Module) or kind_of_model(model) is None:
-        raise TeacherCheckpointError(
-            f"S3PRL upstream {name!r}: unknown teacher kind: its model is {type(model).__name__}, "
-            f"not S3PRL's HubertModel, WavLM or Wav2Vec2Model"
-        )
+        # Any other model class: S3PRL's own upstream and its hidden_states (no masked pass).
+        from .upstream_teacher import UpstreamTeacher
+
+        logger.info("S3PRL upstream %r: model %s is not a known class; using its hidden_states",
+                    name, type(model).__name__)
+        return UpstreamTeacher(expert, source=f"{HUB_PREFIX}{name}")
     if normalize is None:
         task_cfg = getattr(expert, "task_cfg", None) or getattr(expert, "cfg", None)
         normalize = bool(getattr(task_cfg, "normalize", False))

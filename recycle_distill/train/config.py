@@ -50,6 +50,15 @@ class TeacherSection:
     layer_mapping: Optional[list] = _key(None, "teacher layer (0-based) for each student layer; "
                                                "default spreads them evenly (12 -> 12 is the identity)")
     normalize: Optional[bool] = _key(None, "override the teacher's per-utterance wave normalisation")
+    # S3PRL upstream teachers of other model classes (recycle_distill.teacher.upstream_teacher).
+    upstream_ckpt: Optional[str] = _key(None, "checkpoint for the S3PRL hub entry of an s3prl:<name> teacher (S3PRL's -k)")
+    upstream_model_config: Optional[str] = _key(None, "config for that hub entry (S3PRL's -g)")
+    hidden_state_indices: Optional[list] = _key(None, "upstream teachers: index of S3PRL's hidden_states for each "
+                                                      "student layer (0 = usually the pre-encoder feature)")
+    target: str = _key("layers", "layers, or weighted_sum: the last student layer learns a fixed weighted sum of "
+                                 "the upstream's hidden_states")
+    weighted_sum_weights: Optional[list] = _key(None, "raw weights of the sum (softmaxed, as S3PRL's featurizer does)")
+    featurizer_ckpt: Optional[str] = _key(None, "S3PRL downstream checkpoint whose trained featurizer weights to use")
 
 
 @dataclass
@@ -74,7 +83,7 @@ class TrainSection:
     delete_projections: bool = _key(False, "export without prediction heads (FitHuBERT keeps the last)")
     specaug: bool = _key(False, "reference key; SpecAugment on student input is not supported (must be false)")
     mask_prob_schedule: str = _key("", "reference key; schedules are not supported (must be empty)")
-    objective: Optional[str] = _key(None, "masking, star or fithubert; default from the family")
+    objective: Optional[str] = _key(None, "masking, star, fithubert or layer_hints; default from the family")
     exclude_padding: bool = _key(False, "drop padded frames from the masking loss (reference: counted)")
     star_normalization: str = _key("dim", "STaR Gram normalisation: none, dim or cosine")
     gradient_clip: float = _key(10.0, "clip the gradient norm (0 = off)")
@@ -336,8 +345,12 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {short_repr(train.rec_loss_type)}")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {short_repr(config.precision)}")
-    if config.objective not in ("masking", "star", "fithubert"):
-        raise ConfigError(f"train.objective: masking, star or fithubert, got {short_repr(config.objective)}")
+    if config.objective not in ("masking", "star", "fithubert", "layer_hints"):
+        raise ConfigError(f"train.objective: masking, star, fithubert or layer_hints, got {short_repr(config.objective)}")
+    if config.objective == "layer_hints" and config.family == "starhubert":
+        raise ConfigError("train.objective: layer_hints trains the projection heads, which starhubert lacks")
+    if config.teacher.target not in ("layers", "weighted_sum"):
+        raise ConfigError(f"teacher.target: layers or weighted_sum, got {short_repr(config.teacher.target)}")
     if config.objective == "masking" and config.family not in ("armhubert", "maskhubert"):
         raise ConfigError(f"train.objective: masking distillation needs heads and mask_emb, which {config.family} lacks")
     if config.objective == "fithubert" and config.family != "fithubert":

@@ -168,7 +168,10 @@ class FitHuBERTObjective(Objective):
 
 
 def build_objective(config: TrainConfig, layer_mapping: list[int]) -> Objective:
-    kinds = {"masking": MaskingObjective, "star": StarObjective, "fithubert": FitHuBERTObjective}
+    from .layer_hints import LayerHintsObjective  # its module imports this one
+
+    kinds = {"masking": MaskingObjective, "star": StarObjective, "fithubert": FitHuBERTObjective,
+             "layer_hints": LayerHintsObjective}
     return kinds[config.objective](config, layer_mapping)
 
 
@@ -181,6 +184,10 @@ def _student_frames(student: nn.Module, batch: AudioBatch) -> int:
 
 def _teacher_with_encoder_input(teacher: Teacher, batch: AudioBatch):
     """Teacher outputs plus its first layer's input (B, T, D), captured by a pre-forward hook."""
+    if getattr(teacher, "kind", None) == "upstream":
+        # An S3PRL upstream teacher: state m's input is state m - 1; state 0 stands for its own.
+        target = teacher(batch.waveforms, batch.lengths)
+        return target, target.layer_results[0]
     captured: dict[str, Tensor] = {}
 
     def keep_input(module: nn.Module, args: tuple) -> None:

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_student as load_student_checkpoint
 from ..data import AudioDataset, make_dataloader
 from ..models import FAMILIES, StudentModel
-from ..teacher import load_teacher, resolve_layer_mapping
+from ..teacher import load_teacher
+from ..teacher.upstream_teacher import prepare_teacher, teacher_layer_mapping, upstream_hub_kwargs
 from .config import TrainConfig
 from .data import build_manifests
 from .distributed import DistributedContext
@@ -63,11 +64,12 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(train.seed)  # the student's initial weights
 
-        self.teacher = load_teacher(config.teacher.teacher_model, normalize=config.teacher.normalize).to(self.device)
+        self.teacher = load_teacher(config.teacher.teacher_model, normalize=config.teacher.normalize,
+                                    hub_kwargs=upstream_hub_kwargs(config.teacher)).to(self.device)
+        prepare_teacher(self.teacher, config)  # S3PRL upstream teachers: their keys, objectives refused early
         self.student = self._build_student()
         self._check_dimensions()
-        layer_mapping = resolve_layer_mapping(config.student.encoder_layers, self.teacher.num_layers,
-                                              config.teacher.layer_mapping)
+        layer_mapping = teacher_layer_mapping(self.teacher, self.student, config)
         self.objective = build_objective(config, layer_mapping)
 
         train_entries, valid_entries = build_manifests(config, self.student.receptive_field)
@@ -119,7 +121,7 @@ class Trainer:
         return student.to(self.device).train()
 
     def _check_dimensions(self) -> None:
-        if self.config.objective in ("masking", "fithubert"):
+        if self.config.objective in ("masking", "fithubert", "layer_hints"):
             head_dim = self.config.student.pred_head_final_dim
             if head_dim != self.teacher.embed_dim:
                 raise ValueError(
