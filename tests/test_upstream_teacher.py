@@ -142,3 +142,20 @@ def test_upstream_keys_are_refused_for_model_class_teachers(tmp_path, corpus):
     config = tiny_config(corpus, tmp_path / "o", "maskhubert", teacher={"hidden_state_indices": [1, 2, 3, 4]})
     with pytest.raises(ConfigError, match=r"teacher.hidden_state_indices: applies to S3PRL upstream teachers"):
         Trainer(load_train_config(config))
+
+
+def test_weighted_sum_weights_come_from_a_trained_s3prl_featurizer(tmp_path, corpus, hub):
+    import argparse
+
+    from recycle_distill.teacher.upstream_teacher import prepare_teacher
+
+    downstream = tmp_path / "states-100.ckpt"  # the layout S3PRL's runner saves
+    torch.save({"Args": argparse.Namespace(upstream="tiny_tera"), "Step": 100,
+                "Featurizer": {"weights": torch.tensor([0.5, -1.0, 2.0, 0.0])},
+                "Downstream": {"w": torch.zeros(2)}}, downstream)
+    config = _config(corpus, tmp_path / "o", "tiny_tera", "starhubert", "star", target="weighted_sum",
+                     featurizer_ckpt=str(downstream))
+    teacher = load_teacher("s3prl:tiny_tera")
+    prepare_teacher(teacher, config)
+    assert torch.equal(teacher.sum_weights, torch.softmax(torch.tensor([0.5, -1.0, 2.0, 0.0]), 0))
+    assert teacher.student_layer_mapping(4)[-1] == 4
