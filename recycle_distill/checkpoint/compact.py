@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_write as _atomic_write
+from ..atomic import default_mode
 from ..messages import short_repr
 from .safe_load import CheckpointError
 
@@ -37,22 +38,12 @@ def is_safetensors(path: str) -> bool:
 
 
 def atomic_write(path: str, write: Any) -> None:
-    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(handle)
-    try:
-        write(temp_path)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_path, 0o666 & ~umask)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file.
+
+    Temp files are ``.tmp-<random><name>`` (a resumed training run removes those a killed
+    write left); the result gets the mode a plain ``open()`` would give.
+    """
+    _atomic_write(path, write, mode=default_mode(), prefix=".tmp-", suffix=os.path.basename(path))
 
 
 def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str, config: Mapping[str, Any]) -> None:

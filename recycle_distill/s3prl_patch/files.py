@@ -12,6 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_write as _atomic_write
+from ..atomic import default_mode
+
 BACKUP_SUFFIX = ".recycle-distill.orig"
 
 
@@ -26,30 +29,14 @@ def read_if_file(path: Path) -> bytes | None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and os.replace.
+    """Write ``data`` to ``path`` via a temp file ``.<name>.<random>.tmp`` in the same folder.
 
     The file mode is ``mode`` if given, else the mode of the file being replaced, else
     0o644 filtered by the umask.
     """
-    if mode is None:
-        if path.exists():
-            mode = file_mode(path)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o644 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if mode is None and not path.exists():
+        mode = default_mode(0o644)
+    _atomic_write(path, lambda temp: Path(temp).write_bytes(data), mode=mode, suffix=".tmp", fsync=True)
 
 
 def backup_path(path: Path) -> Path:
