@@ -1,0 +1,313 @@
+"""The training objectives in-process: what each one feeds its loss, against recorded or explicit values.
+
+The loss functions alone are pinned in ``test_losses.py``; these tests pin the glue in
+``recycle_distill/train/objectives.py``: which teacher run goes where, which frames count,
+which layers are hints, how heavy each term is, and what STaR's intra-layer term receives.
+The masking step is the original trainer's recorded one (``tests/data/loss``), whose teacher
+is the tiny fairseq checkpoint in ``tests/data/teacher`` (same sha256 as the fixtures' meta).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import pytest
+import torch
+
+import recycle_distill
+from recycle_distill.data.collate import AudioBatch
+from recycle_distill.teacher import load_teacher
+from recycle_distill.train import load_train_config
+from recycle_distill.train.objectives import build_objective, sample_hint_layers
+from recycle_distill.teacher.upstream_teacher import teacher_layer_mapping
+
+from train_helpers import TEACHER, tiny_distiller
+
+LOSS_DATA = pathlib.Path(__file__).parent / "data" / "loss"
+MASKING_FIXTURES = ["loss_tiny_armhubert", "loss_tiny_armhubert_proj", "loss_tiny_maskhubert", "loss_tiny_maskhubert_proj"]
+TERMS = ("mask_hint_loss", "unmask_hint_loss", "mask_rec_loss", "unmask_rec_loss", "hint_loss", "rec_loss")
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> dict:
+    return torch.load(LOSS_DATA / f"{name}.pt", weights_only=True)
+
+
+@functools.lru_cache(maxsize=None)
+def teacher():
+    return load_teacher(str(TEACHER))
+
+
+def train_config(family: str, distiller: dict, **train):
+    """A TrainConfig with every train.* key at its default unless given (the data path is never read).
+
+    ``distil_random_layer`` defaults to 3: the tiny students have 4 layers.
+    """
+    return load_train_config({
+        "family": family, "teacher": {"teacher_model": str(TEACHER)}, "data": {"libri_root": "/nonexistent"},
+        "train": {"distil_random_layer": 3, **train}, "distiller": dict(distiller),
+    })
+
+
+def fixture_family(fixture: dict) -> str:
+    return "armhubert" if fixture["config"].get("reuse_pattern") not in (None, "", "None") else "maskhubert"
+
+
+def fixture_student(fixture: dict):
+    family = fixture_family(fixture)
+    overrides = {"reference_batched_reuse": True} if family == "armhubert" else {}
+    student = recycle_distill.build_student(dict(fixture["config"]), family=family, **overrides)
+    student.load_state_dict(fixture["state_dict"], strict=True)
+    return student.train()  # every dropout of the fixtures is 0, as recorded
+
+
+def fixture_batch(fixture: dict) -> AudioBatch:
+    lengths = (~fixture["padding_mask"]).sum(dim=1)
+    return AudioBatch(fixture["x"], lengths, torch.arange(len(lengths)))
+
+
+def masking_objective(fixture: dict, student, **train):
+    """The objective of the recorded step, with the recorded mask and hint layers injected."""
+    config = train_config(fixture_family(fixture), fixture["config"], **train)
+    objective = build_objective(config, teacher_layer_mapping(teacher(), student, config))
+    objective.set_epoch(0)
+    objective.hint_layers = list(fixture["rand_l"])
+    objective.mask_indices = lambda teacher, batch: fixture["mask_indices"]
+    return objective
+
+
+# ------------------------------------------------------------------ masking objective
+def test_masking_defaults_are_the_recorded_weights():
+    """The recorded step used the defaults (0.1 hints, 1.0 last): a changed default changes every run."""
+    config = train_config("maskhubert", load("loss_tiny_maskhubert")["config"])
+    for name in MASKING_FIXTURES:
+        recorded = load(name)["train_cfg"]
+        assert (config.train.random_layer_weight, config.train.rec_loss_weight) == (
+            recorded["random_layer_weight"], recorded["rec_loss_weight"]) == (0.1, 1.0)
+    assert config.train.exclude_padding is False
+
+
+@pytest.mark.parametrize("name", MASKING_FIXTURES)
+def test_masking_training_loss_equals_the_recorded_step(name):
+    """Tiny fairseq teacher + recorded inputs + recorded mask: every term of the original step (rtol 1e-5)."""
+    fixture = load(name)
+    student = fixture_student(fixture)
+    result = masking_objective(fixture, student).training_loss(student, teacher(), fixture_batch(fixture))
+    assert set(result.terms) == set(TERMS)
+    for key in TERMS:
+        torch.testing.assert_close(result.terms[key], fixture["losses"][key], rtol=1e-5, atol=0, msg=key)
+    torch.testing.assert_close(result.total, fixture["total_loss"], rtol=1e-5, atol=0)
+
+
+def _masking_loss_by_hand(projections, unmasked, masked, mask, padding, hints, hint_weight, last_weight):
+    """The masking loss written out frame by frame over the valid frames (docs/losses.md)."""
+    batch, frames = projections[0].shape[:2]
+    sums = {"mask_hint_loss": 0.0, "unmask_hint_loss": 0.0, "mask_rec_loss": 0.0, "unmask_rec_loss": 0.0}
+    count = 0
+    for b in range(batch):
+        for t in range(frames):
+            if padding[b, t]:
+                continue
+            count += 1
+            masked_frame = bool(mask[b, t])
+            for layer in [*hints, len(projections) - 1]:
+                target = (unmasked if masked_frame else masked)[layer][t, b].double()
+                error = float((projections[layer][b, t].double() - target).square().mean())
+                kind = "rec" if layer == len(projections) - 1 else "hint"
+                sums[f"{'mask' if masked_frame else 'unmask'}_{kind}_loss"] += error
+    terms = {key: value / count for key, value in sums.items()}
+    terms["hint_loss"] = hint_weight * (terms["mask_hint_loss"] + terms["unmask_hint_loss"])
+    terms["rec_loss"] = last_weight * (terms["mask_rec_loss"] + terms["unmask_rec_loss"])
+    return terms
+
+
+@pytest.mark.parametrize("name", ["loss_tiny_armhubert", "loss_tiny_maskhubert"])
+def test_masking_training_loss_excluding_padding(name):
+    """train.exclude_padding: the valid frames only, as an explicit per-frame computation on the recorded teacher."""
+    fixture = load(name)
+    student = fixture_student(fixture)
+    batch = fixture_batch(fixture)
+    result = masking_objective(fixture, student, exclude_padding=True).training_loss(student, teacher(), batch)
+    out = student(batch.waveforms, batch.lengths, mask_indices=fixture["mask_indices"])
+    frames = out.projections[0].shape[1]
+    # The student's frame rule, written out: floor((L - k) / s) + 1 for each conv layer.
+    valid = batch.lengths.clone()
+    for kernel, stride in [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2:
+        valid = torch.div(valid - kernel, stride, rounding_mode="floor") + 1
+    padding = torch.arange(frames)[None, :] >= valid[:, None]
+    assert padding[1].any() and not padding[0].any(), "the fixture's second utterance is padded"
+    expected = _masking_loss_by_hand(
+        [p.detach() for p in out.projections], fixture["teacher_unmasked"]["layer_results_x"],
+        fixture["teacher_masked"]["layer_results_x"], fixture["mask_indices"], padding, fixture["rand_l"], 0.1, 1.0)
+    for key in TERMS:
+        assert float(result.terms[key]) == pytest.approx(expected[key], rel=1e-5), key
+    assert float(result.total) == pytest.approx(expected["hint_loss"] + expected["rec_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------------ hint layers
+@pytest.mark.parametrize("family", ["armhubert", "maskhubert", "fithubert"])
+def test_hint_layers_change_between_epochs_and_exclude_the_last(family):
+    config = train_config(family, tiny_distiller(family, encoder_layers=12, **(
+        {"pred_layer_id": str(list(range(12)))} if family == "fithubert" else
+        {"reuse_pattern": "[True, False] * 6"} if family == "armhubert" else {})), distil_random_layer=3)
+    objective = build_objective(config, list(range(12)))
+    subsets = []
+    for epoch in range(8):
+        objective.set_epoch(epoch)
+        assert len(objective.hint_layers) == 3 and 11 not in objective.hint_layers
+        assert objective.hint_layers == sorted(set(objective.hint_layers))
+        assert objective.hint_layers == sample_hint_layers(12, 3, config.train.seed, epoch)
+        subsets.append(tuple(objective.hint_layers))
+    assert len(set(subsets)) >= 4, subsets
+    objective.set_epoch(3)
+    assert tuple(objective.hint_layers) == subsets[3], "an epoch's subset is reproducible (resume)"
+
+
+def test_hint_layers_depend_on_the_seed_and_cover_every_lower_layer():
+    seen = set()
+    for epoch in range(64):
+        seen.update(sample_hint_layers(12, 3, 1337, epoch))
+    assert seen == set(range(11))
+    assert [sample_hint_layers(12, 3, seed, 0) for seed in (1, 2, 3, 4)] != [sample_hint_layers(12, 3, 1, 0)] * 4
+
+
+# ------------------------------------------------------------------ FitHuBERT
+def _fit_setup(**train):
+    distiller = tiny_distiller("fithubert", encoder_embed_dim=64, pred_head_final_dim=96, dropout=0.0,
+                               attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0, encoder_layerdrop=0.0)
+    config = train_config("fithubert", distiller, **train)
+    torch.manual_seed(0)
+    student = recycle_distill.build_student(distiller, family="fithubert").eval()
+    objective = build_objective(config, teacher_layer_mapping(teacher(), student, config))
+    objective.set_epoch(0)
+    torch.manual_seed(1)
+    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]), torch.arange(2))
+    batch.waveforms[1, 12000:] = 0
+    return config, student, objective, batch
+
+
+def test_fithubert_weights_hints_0_1_and_the_last_head_1_0():
+    config, student, objective, batch = _fit_setup()
+    result = objective.training_loss(student, teacher(), batch)
+    with torch.no_grad():
+        heads = student(batch.waveforms, batch.lengths).projections
+        target = teacher()(batch.waveforms, batch.lengths).layer_results
+    assert len(heads) == 4 == len(target)
+    errors = [float((head - target[layer][:, : head.shape[1]]).square().mean()) for layer, head in zip([0, 1, 2, 3], heads)]
+    expected = 0.1 * sum(errors[:3]) + 1.0 * errors[3]
+    assert float(result.total) == pytest.approx(expected, rel=1e-5)
+    assert float(objective.validation_loss(student, teacher(), batch).total) == pytest.approx(expected, rel=1e-5)
+
+
+# ------------------------------------------------------------------ STaR
+def _star_setup(per_utterance_cnn: bool = False):
+    distiller = tiny_distiller("starhubert", encoder_embed_dim=64, dropout=0.0, attention_dropout=0.0,
+                               activation_dropout=0.0, dropout_input=0.0, per_utterance_cnn=per_utterance_cnn)
+    config = train_config("starhubert", distiller)
+    torch.manual_seed(0)
+    student = recycle_distill.build_student(distiller, family="starhubert").eval()
+    objective = build_objective(config, teacher_layer_mapping(teacher(), student, config))
+    objective.set_epoch(0)
+    return student, objective
+
+
+def _layer_inputs(module_layers, transpose: bool):
+    """Pre-forward hooks keeping every layer's input, batch-first."""
+    inputs: list = []
+
+    def keep(module, args):
+        inputs.append(args[0].transpose(0, 1) if transpose else args[0])
+
+    return inputs, [layer.register_forward_pre_hook(keep) for layer in module_layers]
+
+
+def test_star_objective_feeds_each_layers_own_input_and_the_padding(monkeypatch):
+    """Intra-layer pairs: layer m's input (output of m-1) with its output, for both models; padding passed."""
+    student, objective = _star_setup()
+    torch.manual_seed(2)
+    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 11000]), torch.arange(2))
+    batch.waveforms[1, 11000:] = 0
+    captured = {}
+
+    def recording_loss(student_layers, teacher_layers, **kwargs):
+        captured.update(kwargs, student_layers=student_layers, teacher_layers=teacher_layers)
+        return student_layers[0].sum() * 0, {}
+
+    monkeypatch.setattr("recycle_distill.train.objectives.star_loss", recording_loss)
+    t_inputs, t_hooks = _layer_inputs(teacher().model.encoder.layers, transpose=True)
+    s_inputs, s_hooks = _layer_inputs(student.encoder.layers, transpose=False)
+    try:
+        objective.training_loss(student, teacher(), batch)
+    finally:
+        for hook in t_hooks + s_hooks:
+            hook.remove()
+    # With autograd on, as in training (the no-grad path sums in another order).
+    expected_student = student(batch.waveforms, batch.lengths)
+    expected_teacher = teacher()(batch.waveforms, batch.lengths)
+    assert len(t_inputs) == 4 and len(s_inputs) == 4
+    frames = expected_student.layer_results[0].shape[1]
+    for m in range(4):
+        torch.testing.assert_close(captured["student_layers"][m], expected_student.layer_results[m], rtol=0, atol=1e-6)
+        torch.testing.assert_close(captured["teacher_layers"][m], expected_teacher.layer_results[m], rtol=0, atol=1e-6)
+        torch.testing.assert_close(captured["student_inputs"][m], s_inputs[m], rtol=0, atol=1e-6)
+        torch.testing.assert_close(captured["teacher_inputs"][m][:, :frames], t_inputs[m][:, :frames], rtol=0, atol=1e-6)
+    for m in range(1, 4):  # layer m's input is layer m-1's output (not layer m's)
+        torch.testing.assert_close(captured["teacher_inputs"][m], expected_teacher.layer_results[m - 1], rtol=0, atol=1e-6)
+    valid = torch.tensor([frames, int(student.frame_lengths(torch.tensor([11000]))[0])])
+    assert valid[1] < frames
+    assert torch.equal(captured["padding_mask"], torch.arange(frames)[None, :] >= valid[:, None])
+    assert captured["normalization"] == "dim"
+
+
+def test_star_loss_of_a_padded_batch_is_the_mean_of_its_utterances():
+    """Padding honoured: batch loss = mean of each utterance's loss on its valid frames alone (reduction mean)."""
+    from recycle_distill.losses import star_loss
+
+    student, objective = _star_setup()
+    torch.manual_seed(3)
+    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 11000]), torch.arange(2))
+    batch.waveforms[1, 11000:] = 0
+    with torch.no_grad():
+        total = objective.training_loss(student, teacher(), batch).total
+        out = student(batch.waveforms, batch.lengths)
+        target = teacher()(batch.waveforms, batch.lengths)
+    t_inputs, hooks = _layer_inputs(teacher().model.encoder.layers, transpose=True)
+    with torch.no_grad():
+        teacher()(batch.waveforms, batch.lengths)
+    for hook in hooks:
+        hook.remove()
+    valid = (~out.padding_mask).sum(dim=1).tolist()
+    per_utterance = []
+    for b, frames in enumerate(valid):
+        def crop(tensors):
+            return [t[b : b + 1, :frames] for t in tensors]
+
+        loss, _ = star_loss(crop(out.layer_results), crop(target.layer_results),
+                            student_inputs=crop([out.encoder_input, *out.layer_results[:-1]]),
+                            teacher_inputs=crop(t_inputs))
+        per_utterance.append(float(loss))
+    assert float(total) == pytest.approx(sum(per_utterance) / 2, rel=1e-5)
+
+
+def test_star_noise_in_the_padded_samples_leaves_the_loss_unchanged(monkeypatch):
+    """With a padding-invariant student (per-utterance CNN) and teacher input, what lies past each length is ignored."""
+    student, objective = _star_setup(per_utterance_cnn=True)
+    forward = teacher().forward
+
+    def zero_padded_samples(waveforms, lengths=None, *args, **kwargs):
+        keep = torch.arange(waveforms.shape[1])[None, :] < lengths[:, None]
+        return forward(waveforms * keep, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(teacher(), "forward", zero_padded_samples)
+    torch.manual_seed(4)
+    lengths = torch.tensor([16000, 10400])
+    clean = torch.randn(2, 16000) * 0.1
+    clean[1, 10400:] = 0
+    noisy = clean.clone()
+    noisy[1, 10400:] = torch.randn(5600)
+    with torch.no_grad():
+        a = objective.training_loss(student, teacher(), AudioBatch(clean, lengths, torch.arange(2))).total
+        b = objective.training_loss(student, teacher(), AudioBatch(noisy, lengths, torch.arange(2))).total
+    assert float(a) > 0
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
