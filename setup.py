@@ -1,11 +1,23 @@
 """recycle-distill: Recycle-and-Distill speech SSL students as S3PRL upstreams, with a trainer."""
 
+import ast
 import pathlib
 
 from setuptools import find_namespace_packages, setup
 
 ROOT = pathlib.Path(__file__).parent
-FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
+
+
+def family_names() -> list:
+    """FAMILY_NAMES from recycle_distill/families.py (read, not imported: nothing is installed yet)."""
+    tree = ast.parse((ROOT / "recycle_distill" / "families.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FAMILY_NAMES"]:
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("recycle_distill/families.py defines no FAMILY_NAMES")
+
+
+FAMILIES = family_names()
 
 # Namespace discovery also lists the data folders (presets/, recipes/, downstream_configs/),
 # so their package_data is installed without setuptools' "absent from packages" warnings.

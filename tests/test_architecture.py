@@ -81,3 +81,21 @@ def test_reuse_layers_hold_only_value_and_output_projections():
     model = _build_on_meta("armhubert")
     reuse_keys = {k.split("self_attn.")[1] for k in model.state_dict() if k.startswith("encoder.layers.1.self_attn.")}
     assert reuse_keys == {"v_proj.weight", "v_proj.bias", "out_proj.weight", "out_proj.bias"}
+
+
+def test_the_family_list_is_said_once():
+    """Issue 11: setup.py, the upstream folders, patch_hub and the models each had their own list."""
+    import ast
+    import pathlib
+
+    from recycle_distill import s3prl_patch
+    from recycle_distill.families import FAMILY_NAMES
+    from recycle_distill.models import FAMILIES
+    from recycle_distill.upstreams import FAMILIES as UPSTREAM_FAMILIES
+
+    assert tuple(FAMILIES) == FAMILY_NAMES and UPSTREAM_FAMILIES is FAMILY_NAMES and s3prl_patch.FAMILIES is FAMILY_NAMES
+    root = pathlib.Path(__file__).resolve().parent.parent
+    setup_text = (root / "setup.py").read_text()
+    literals = [node.value for node in ast.walk(ast.parse(setup_text)) if isinstance(node, ast.Constant)]
+    assert not set(FAMILY_NAMES) & set(literals)  # setup.py reads families.py instead
+    assert all((root / "upstreams" / name / "hubconf.py").is_file() for name in FAMILY_NAMES)

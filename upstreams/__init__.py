@@ -1,3 +1,3 @@
 """S3PRL upstream folders, one per student family (installed as ``recycle_distill.upstreams``)."""
 
-FAMILIES = ("armhubert", "maskhubert", "starhubert", "fithubert")
+from recycle_distill.families import FAMILY_NAMES as FAMILIES  # noqa: F401  (the one list)

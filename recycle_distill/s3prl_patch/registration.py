@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..families import FAMILY_NAMES
 from .errors import PatchError
 from .files import backup_path, read_if_file
 from .plan import Plan, plan_backup
 from .tree import Tree
 
-FAMILIES = ("armhubert", "maskhubert", "starhubert", "fithubert")
+FAMILIES = FAMILY_NAMES
 HUB_BEGIN = "# >>> recycle-distill upstreams >>>"
 HUB_END = "# <<< recycle-distill upstreams <<<"
 
