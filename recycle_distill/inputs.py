@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .sample_rate import SAMPLE_RATE
+
 
 class WaveformError(ValueError):
     """A waveform the students cannot take; the message says which one and why."""
@@ -42,7 +44,7 @@ def validate_waveforms(waveforms: Sequence[Tensor], min_samples: int) -> None:
         if wave.numel() < min_samples:
             raise WaveformError(
                 f"{where}: {wave.numel()} samples is shorter than the CNN's receptive field "
-                f"({min_samples} samples = {min_samples / 16000 * 1000:.0f} ms at 16 kHz)"
+                f"({min_samples} samples = {min_samples / SAMPLE_RATE * 1000:.0f} ms at {SAMPLE_RATE // 1000} kHz)"
             )
         if not bool(torch.isfinite(wave).all()):
             raise WaveformError(f"{where}: contains NaN or Inf values")

@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils import flop_counter
 
+from .sample_rate import SAMPLE_RATE as _SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -66,7 +68,7 @@ __all__ = [
     "time_interleaved",
 ]
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = _SAMPLE_RATE  # re-exported: callers read profiling.SAMPLE_RATE
 
 # fairseq ``cfg.model`` of hubert_base_ls960.pt (fields S3PRL's HubertConfig reads).
 # required_seq_len_multiple is 1, as the teacher runs in the reference distillation code.

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..sample_rate import SAMPLE_RATE
 from .manifest import AudioEntry, ManifestError
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class AudioDataset(Dataset):
         self,
         entries: Sequence[AudioEntry],
         *,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         max_samples: Optional[int] = None,
         random_crop: bool = True,
         seed: int = 0,

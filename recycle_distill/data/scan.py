@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import soundfile
 from tqdm.auto import tqdm
 
+from ..sample_rate import SAMPLE_RATE
 from .manifest import (
     AudioEntry,
     Manifest,
@@ -37,7 +38,7 @@ __all__ = ["AUDIO_EXTENSIONS", "default_cache_dir", "scan_librispeech", "scan_fo
 PathLike = Union[str, os.PathLike]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-EXPECTED_SAMPLE_RATE = 16000
+EXPECTED_SAMPLE_RATE = SAMPLE_RATE
 CACHE_ENV = "RECYCLE_DISTILL_CACHE"
 # Below this many files a progress bar is noise.
 PROGRESS_MIN_FILES = 1000

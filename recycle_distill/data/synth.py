@@ -26,6 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import soundfile
 
+from ..sample_rate import SAMPLE_RATE as _SAMPLE_RATE
 from .manifest import write_len_for_bucket
 from .scan import scan_librispeech
 
@@ -38,7 +39,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = _SAMPLE_RATE  # re-exported for the callers of this module
 ESPEAK_RATE = 22050
 NO_ESPEAK_ENV = "RECYCLE_DISTILL_NO_ESPEAK"
 

@@ -22,11 +22,11 @@ import yaml
 from ..builder import resolve_config
 from ..config import ConfigError, StudentConfig, load_config_dict
 from ..messages import short_repr
+from ..sample_rate import SAMPLE_RATE
 from ..safe_yaml import safe_load_bounded
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # Hz: the students' and teachers' input rate
 
 __all__ = ["TrainConfig", "load_train_config", "list_recipes", "recipe_path", "config_help"]
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_student as load_student_checkpoint
 from ..data import AudioDataset, make_dataloader
 from ..models import FAMILIES, StudentModel
+from ..sample_rate import SAMPLE_RATE
 from ..teacher import load_teacher
 from ..teacher.upstream_teacher import prepare_teacher, teacher_layer_mapping, upstream_hub_kwargs
 from .config import TrainConfig
@@ -73,7 +74,7 @@ class Trainer:
         self.objective = build_objective(config, layer_mapping)
 
         train_entries, valid_entries = build_manifests(config, self.student.receptive_field)
-        max_samples = int(train.max_audio_seconds * 16000) if train.max_audio_seconds else None
+        max_samples = int(train.max_audio_seconds * SAMPLE_RATE) if train.max_audio_seconds else None
         self.train_set = AudioDataset(train_entries, max_samples=max_samples, random_crop=True, seed=train.seed)
         self.valid_set = AudioDataset(valid_entries, max_samples=max_samples, random_crop=False) if valid_entries else None
         loader_options = dict(num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
