@@ -154,3 +154,21 @@ def test_safe_loading_is_a_leaf_the_teacher_imports_without_the_student_stack():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_strict_load_report_is_shared_by_student_and_teacher(tmp_path):
+    """Issue 11: the missing/unexpected/shape report is one function (recycle_distill.state_dict_diff)."""
+    from recycle_distill.state_dict_diff import diff_state_dicts
+    from recycle_distill.teacher.s3prl_models import build_s3prl_model
+    from recycle_distill.teacher.fairseq_checkpoint import read_teacher_checkpoint
+    from recycle_distill.teacher.s3prl_models import TeacherCheckpointError
+
+    diff = diff_state_dicts({"a": torch.zeros(2), "b": torch.zeros(3, 1)}, {"b": torch.zeros(3), "c": torch.zeros(1)})
+    assert diff.parts() == ["missing keys: a", "unexpected keys: c", "shape mismatches: b: checkpoint (3,) vs model (3, 1)"]
+    assert not diff_state_dicts({"a": torch.zeros(2)}, {"a": torch.ones(2)})
+    from conftest import DATA
+
+    spec = read_teacher_checkpoint(DATA / "teacher" / "tiny_hubert_fairseq.pt")
+    spec.state_dict = {("encoder.extra" if i == 0 else key): value for i, (key, value) in enumerate(spec.state_dict.items())}
+    with pytest.raises(TeacherCheckpointError, match=r"built from its cfg; missing keys: .*; unexpected keys: encoder.extra$"):
+        build_s3prl_model(spec)

@@ -17,6 +17,7 @@ import torch
 from ..builder import ConfigSource, list_presets, resolve_config
 from ..config import ConfigError, StudentConfig
 from ..models import FAMILIES, StudentModel
+from ..state_dict_diff import diff_state_dicts
 from .compact import is_safetensors, read_compact
 from .safe_load import CheckpointError, check_readable_file, safe_torch_load
 
@@ -115,21 +116,10 @@ def _load_strict(model: StudentModel, state_dict: Mapping[str, torch.Tensor], pa
 
 def _check_layout(model: StudentModel, state_dict: Mapping[str, torch.Tensor], path: str) -> None:
     """Raise CheckpointError listing missing/unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mismatched:
+    diff = diff_state_dicts(model.state_dict(), state_dict)
+    if diff:
         lines = [f"{path}: checkpoint does not match the {model.family} config"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(lines))
+        raise CheckpointError("\n".join(lines + [f"  {part}" for part in diff.parts()]))
 
 
 def _config_from_matching_preset(

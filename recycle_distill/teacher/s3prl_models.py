@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..checkpoint.safe_load import CheckpointError
+from ..state_dict_diff import describe_keys, diff_state_dicts
 from ..literal import parse_literal
 
 logger = logging.getLogger(__name__)
@@ -158,11 +159,6 @@ def _instantiate(spec: TeacherSpec) -> nn.Module:
     raise TeacherCheckpointError(f"{spec.source}: unknown teacher kind {spec.kind!r} (supported: {KINDS})")
 
 
-def _describe(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 def build_s3prl_model(spec: TeacherSpec) -> nn.Module:
     """The S3PRL model of ``spec.kind`` with ``spec.state_dict`` loaded (strictly), in eval mode.
 
@@ -174,26 +170,12 @@ def build_s3prl_model(spec: TeacherSpec) -> nn.Module:
     dropped = [key for key in spec.state_dict if key.startswith(PRETRAINING_PREFIXES[spec.kind])]
     weights = {key: value for key, value in spec.state_dict.items() if key not in set(dropped)}
     if dropped:
-        logger.info("%s: not loading %d pretraining-only tensors (%s)", spec.source, len(dropped), _describe(dropped, 3))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    mis_shaped = sorted(
-        f"{key} {tuple(weights[key].shape)} vs {tuple(expected[key].shape)}"
-        for key in set(expected) & set(weights)
-        if tuple(weights[key].shape) != tuple(expected[key].shape)
-    )
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing: {_describe(missing)}")
-        if unexpected:
-            parts.append(f"unexpected: {_describe(unexpected)}")
-        if mis_shaped:
-            parts.append(f"wrong shape (checkpoint vs model): {_describe(mis_shaped)}")
+        logger.info("%s: not loading %d pretraining-only tensors (%s)", spec.source, len(dropped), describe_keys(dropped, 3))
+    diff = diff_state_dicts(model.state_dict(), weights)
+    if diff:
         raise TeacherCheckpointError(
             f"{spec.source}: the weights do not fit S3PRL's {type(model).__name__} built from its cfg; "
-            + "; ".join(parts)
+            + "; ".join(diff.parts())
         )
     model.load_state_dict(weights, strict=True)
     # Frames are only padded to a multiple for fused kernels; the padded keys are masked out,
