@@ -203,3 +203,13 @@ def test_folders_that_are_not_our_exports_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="without recycle-distill metadata"):
         load_student(str(tmp_path))
     assert cli_main(["export", str(tmp_path), "--format", "onnx", "-o", str(tmp_path / "x")]) == 1
+
+
+def test_safetensors_format_is_what_convert_writes(tmp_path):
+    ckpt, config = _tiny_release(tmp_path, "armhubert")
+    exported, converted = tmp_path / "e.safetensors", tmp_path / "c.safetensors"
+    assert cli_main(["export", str(ckpt), "-g", str(config), "-o", str(exported)]) == 0
+    assert cli_main(["convert", str(ckpt), "-g", str(config), "-o", str(converted)]) == 0
+    a, b = load_file(str(exported)), load_file(str(converted))
+    assert set(a) == set(b) and all(torch.equal(a[key], b[key]) for key in a)
+    assert load_student(str(exported), "armhubert").config == load_student(str(converted), "armhubert").config
