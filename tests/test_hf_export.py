@@ -213,3 +213,13 @@ def test_safetensors_format_is_what_convert_writes(tmp_path):
     a, b = load_file(str(exported)), load_file(str(converted))
     assert set(a) == set(b) and all(torch.equal(a[key], b[key]) for key in a)
     assert load_student(str(exported), "armhubert").config == load_student(str(converted), "armhubert").config
+
+
+def test_re_export_into_the_same_folder_leaves_nothing_stale(tmp_path):
+    mask = build_student({"distiller": load_fixture("golden_tiny_maskhubert.pt")["config"]}, family="maskhubert")
+    export_hf(mask, "maskhubert", str(tmp_path))
+    assert (tmp_path / HEADS_FILE).exists()
+    star = build_student({"distiller": load_fixture("golden_tiny_starhubert.pt")["config"]}, family="starhubert")
+    export_hf(star, "starhubert", str(tmp_path))
+    assert not (tmp_path / HEADS_FILE).exists()
+    assert _bit_exact(star, tmp_path)

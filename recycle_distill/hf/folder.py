@@ -62,6 +62,11 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
     config = model.config
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     os.makedirs(directory, exist_ok=True)
+    # A re-export into the same folder must not leave another family's files behind
+    # (a stale heads file would be read back as part of the student).
+    for name in os.listdir(directory):
+        if name in (HEADS_FILE, "model.safetensors") or (name.endswith(".py") and name.startswith(("configuration_", "modeling_"))):
+            os.remove(os.path.join(directory, name))
     meta = {"format_version": HF_FORMAT_VERSION, "family": family, "distiller": config.to_dict(), "release": release}
     parameters = sum(p.numel() for p in model.parameters())
     heads_file = None
