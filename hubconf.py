@@ -5,16 +5,8 @@ Every entry of every family's ``upstreams/<family>/hubconf.py``, imported from t
 
 dependencies = ["torch", "yaml", "safetensors", "huggingface_hub"]
 
-from upstreams.armhubert.hubconf import (  # noqa: E402
-    armhubert,
-    armhubert_960h,
-    armhubert_local,
-    armhubert_s_100h,
-    armhubert_s_960h,
-    armhubert_url,
-    armwavlm_s_100h,
-    armwavlm_s_960h,
-)
-from upstreams.fithubert.hubconf import fithubert, fithubert_local, fithubert_url  # noqa: E402
-from upstreams.maskhubert.hubconf import maskhubert, maskhubert_960h, maskhubert_local, maskhubert_url  # noqa: E402
-from upstreams.starhubert.hubconf import starhubert, starhubert_local, starhubert_url  # noqa: E402
+# Each family's entries are generated from recycle_distill.hub.RELEASED (hub_entries.family_entries).
+from upstreams.armhubert.hubconf import *  # noqa: E402,F401,F403
+from upstreams.fithubert.hubconf import *  # noqa: E402,F401,F403
+from upstreams.maskhubert.hubconf import *  # noqa: E402,F401,F403
+from upstreams.starhubert.hubconf import *  # noqa: E402,F401,F403

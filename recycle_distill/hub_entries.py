@@ -1,4 +1,11 @@
-"""What every hub entry does, so each ``upstreams/<family>/hubconf.py`` stays one line per entry."""
+"""What every hub entry does, and the entries themselves, generated per family.
+
+Each ``upstreams/<family>/hubconf.py`` only puts :func:`family_entries` into its globals:
+``<family>_local``, ``<family>_url``, ``<family>`` and one entry per published checkpoint of
+the family in :data:`recycle_distill.hub.RELEASED`. They are plain module-level functions
+with docstrings, so ``torch.hub``'s rule (public callables of hubconf.py) and S3PRL's
+``from ...hubconf import *`` both find them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ from typing import Any, Optional, Union
 
 from .builder import ConfigSource
 from .expert import StudentUpstream
-from .hub import RELEASED, fetch_checkpoint, released_checkpoint
+from .hub import RELEASED, default_release, fetch_checkpoint, released_checkpoint
 
-__all__ = ["load_upstream", "load_released"]
+__all__ = ["load_upstream", "load_released", "family_entries", "TITLES"]
+
+TITLES = {"armhubert": "ARMHuBERT", "maskhubert": "MaskHuBERT", "starhubert": "STaRHuBERT", "fithubert": "FitHuBERT"}
 
 
 def load_upstream(
@@ -39,3 +48,45 @@ def load_released(
     entry = RELEASED[name]
     path = released_checkpoint(name, refresh)
     return StudentUpstream(path, model_config or entry.preset, family=entry.family, **overrides)
+
+
+def family_entries(family: str, module: Optional[str] = None) -> dict[str, Any]:
+    """The hub entries of ``family``: name -> function (see the module docstring).
+
+    ``module`` is the hubconf module that publishes them (their ``__module__``).
+    """
+    title = TITLES[family]
+    release = default_release(family)
+
+    def local(ckpt, model_config=None, *args, **kwargs):
+        return load_upstream(family, ckpt, model_config, **kwargs)
+
+    def url(ckpt, model_config=None, refresh=False, *args, **kwargs):
+        return load_upstream(family, ckpt, model_config, refresh, **kwargs)
+
+    def default(ckpt=None, model_config=None, refresh=False, *args, **kwargs):
+        return load_upstream(family, ckpt, model_config, refresh, default_release=release, **kwargs)
+
+    entries = {
+        f"{family}_local": (local, f"{title} from a local checkpoint file."),
+        f"{family}_url": (url, f"{title} from a URL (cached; `refresh=True` downloads again)."),
+        family: (default, f"{title} from a path or URL"
+                          + (f"; without one, the published {release} checkpoint." if release else ".")),
+    }
+    for name, entry in RELEASED.items():
+        if entry.family == family:
+            entries[name] = (_released_entry(name), entry.description)
+    out = {}
+    for name, (function, doc) in entries.items():
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = doc
+        function.__module__ = module or f"recycle_distill.upstreams.{family}.hubconf"
+        out[name] = function
+    return out
+
+
+def _released_entry(name: str) -> Any:
+    def released(refresh=False, *args, **kwargs):
+        return load_released(name, refresh=refresh, **kwargs)
+
+    return released

@@ -219,3 +219,23 @@ def test_downsample_rate_comes_from_the_model(tmp_path):
     with torch.no_grad():
         frames = upstream([torch.randn(16000) * 0.1])["last_hidden_state"].shape[1]
     assert frames == 16000 // 160 - 1  # the receptive field (400 samples) costs about one frame
+
+
+def test_hub_entries_are_generated_from_the_released_table(monkeypatch):
+    """Issue 11: each hubconf.py and the root hubconf repeated the published checkpoints."""
+    import inspect
+
+    from recycle_distill import hub, hub_entries
+
+    monkeypatch.setitem(hub.RELEASED, "starhubert_test", hub.ReleasedCheckpoint(
+        "starhubert", "STaRHuBERT-test.ckpt", "starhubert", "STaRHuBERT for this test.", True))
+    entries = hub_entries.family_entries("starhubert", "some.hubconf")
+    assert sorted(entries) == ["starhubert", "starhubert_local", "starhubert_test", "starhubert_url"]
+    assert entries["starhubert_test"].__doc__ == "STaRHuBERT for this test."
+    assert entries["starhubert"].__doc__.endswith("without one, the published starhubert_test checkpoint.")
+    assert str(inspect.signature(entries["starhubert_local"])) == "(ckpt, model_config=None, *args, **kwargs)"
+    assert {f.__module__ for f in entries.values()} == {"some.hubconf"}
+    hubconf = _hubconf("armhubert")
+    assert {name for name in vars(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))} == {
+        "armhubert", "armhubert_local", "armhubert_url", "armhubert_960h", "armhubert_s_100h", "armhubert_s_960h",
+        "armwavlm_s_100h", "armwavlm_s_960h"}
