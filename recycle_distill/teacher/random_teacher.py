@@ -14,13 +14,39 @@ from typing import Any, Sequence, Union
 
 import torch
 
-__all__ = ["save_random_hubert", "HUBERT_BASE_SHAPE"]
+__all__ = ["save_random_hubert", "HUBERT_BASE_SHAPE", "HUBERT_BASE_CFG", "HUBERT_BASE_NUM_LABELS"]
 
-# HuBERT Base (fairseq hubert_base_librispeech.yaml).
-HUBERT_BASE_SHAPE = {
-    "encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12,
-    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2", "final_dim": 256,
+# fairseq ``cfg.model`` of hubert_base_ls960.pt (fields S3PRL's HubertConfig reads).
+# required_seq_len_multiple is 1, as the teacher runs in the reference distillation code.
+HUBERT_BASE_CFG: dict[str, Any] = {
+    "label_rate": 50.0,
+    "extractor_mode": "default",
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2",
+    "conv_bias": False,
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "activation_fn": "gelu",
+    "layer_norm_first": False,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "final_dim": 256,
+    "untie_final_proj": True,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.05,
+    "dropout_input": 0.1,
+    "dropout_features": 0.1,
+    "feature_grad_mult": 0.1,
+    "required_seq_len_multiple": 1,
 }
+HUBERT_BASE_NUM_LABELS = 504  # 500 k-means units + 4 fairseq specials
+# Its shape alone (fairseq hubert_base_librispeech.yaml), for random teachers of that size.
+HUBERT_BASE_SHAPE = {key: HUBERT_BASE_CFG[key] for key in (
+    "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+    "conv_feature_layers", "final_dim")}
 
 
 def save_random_hubert(
