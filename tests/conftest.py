@@ -52,3 +52,29 @@ def tiny_arm_files(tmp_path):
     ckpt = write_lightning_checkpoint(tmp_path / "tiny.ckpt", fixture["state_dict"])
     config = write_yaml(tmp_path / "tiny.yaml", {"distiller": fixture["config"]})
     return ckpt, config, fixture
+
+
+# ------------------------------------------------------------------ the inference fast paths
+# Inputs past ~14.5 s (a float32 (T, T) map over CHUNK_BYTES) take the row-blocked attention;
+# batches whose activations pass LARGE_TENSOR_BYTES run the CNN and the layers per utterance.
+# Every fixture is ~1 s, so these thresholds are shrunk here (the one place that knows where
+# they live) to make the fixtures take those branches.
+FAST_PATH_THRESHOLDS = {
+    "recycle_distill.modules.attention.CHUNK_BYTES": 1024,
+    "recycle_distill.modules.feature_extractor.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.models.encoder.LARGE_TENSOR_BYTES": 1024,
+}
+
+
+def shrink_fast_paths(monkeypatch) -> None:
+    """Patch every fast-path threshold down so ~1 s inputs take the blocked / per-utterance branches."""
+    for target, value in FAST_PATH_THRESHOLDS.items():
+        monkeypatch.setattr(target, value)
+
+
+@pytest.fixture(params=["shipped", "shrunk"])
+def fast_paths(request, monkeypatch) -> str:
+    """Run a test with the shipped thresholds and again with them shrunk (see FAST_PATH_THRESHOLDS)."""
+    if request.param == "shrunk":
+        shrink_fast_paths(monkeypatch)
+    return request.param

@@ -17,6 +17,12 @@ def _no_grad():
     with torch.no_grad():
         yield
 
+
+@pytest.fixture(autouse=True)
+def _both_fast_paths(fast_paths):
+    """Each test runs as shipped and with the fast-path thresholds shrunk (blocked / per-utterance branches)."""
+    return fast_paths
+
 GOLDEN = sorted(p.name for p in FIXTURES.glob("*golden_tiny_*.pt") if "masked" not in p.name)
 MASKED = sorted(p.name for p in FIXTURES.glob("*_masked.pt"))
 

@@ -1,0 +1,83 @@
+"""The no-grad inference paths (blocked attention, per-utterance runs) equal the autograd path.
+
+Without autograd on CPU the students walk attention maps in blocks (row blocks past ~14.5 s)
+and may run the CNN and layers one utterance at a time; with autograd they take the plain
+batched path. Both must give the same numbers: on the ~1 s fixtures with the thresholds
+shrunk (fast), and on real 16 s and 40 s inputs (slow).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recycle_distill import build_student
+
+from conftest import load_fixture, shrink_fast_paths
+from train_helpers import tiny_distiller
+
+FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
+PRESETS = ["armhubert", "maskhubert", "starhubert", "fithubert"]
+
+
+def tiny_student(family: str):
+    """The fixture weights (ARMHuBERT / MaskHuBERT / STaRHuBERT) or a tiny random FitHuBERT."""
+    if family == "fithubert":
+        torch.manual_seed(0)
+        return build_student(tiny_distiller("fithubert"), family="fithubert").eval()
+    fixture = load_fixture(f"golden_tiny_{family}.pt")
+    model = build_student(fixture["config"], family=family)
+    model.load_state_dict(fixture["state_dict"])
+    return model.eval()
+
+
+def padded_batch(seconds: list[float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([int(s * 16000) for s in seconds])
+    waves = torch.randn(len(seconds), int(lengths.max()), generator=generator) * 0.1
+    waves[torch.arange(waves.shape[1])[None, :] >= lengths[:, None]] = 0
+    return waves, lengths
+
+
+def max_difference(model, waves, lengths) -> float:
+    """Largest |no-grad - autograd| over every hidden state's valid frames."""
+    with torch.no_grad():
+        fast = model(waves, lengths)
+    plain = model(waves, lengths)
+    worst = 0.0
+    valid = ~plain.padding_mask if plain.padding_mask is not None else None
+    for a, b in zip(fast.hidden_states, plain.hidden_states, strict=True):
+        assert a.shape == b.shape
+        difference = (a - b.detach()).abs()
+        if valid is not None and valid.shape == difference.shape[:2]:
+            difference = difference[valid]
+        worst = max(worst, float(difference.max()))
+    return worst
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shrunk_fast_paths_equal_autograd_on_the_fixtures(family, monkeypatch):
+    shrink_fast_paths(monkeypatch)
+    model = tiny_student(family)
+    waves, lengths = padded_batch([1.0, 0.7, 0.85])
+    assert max_difference(model, waves, lengths) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seconds", [16.0, 40.0])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_long_inputs_agree_between_no_grad_and_autograd_tiny(family, seconds):
+    model = tiny_student(family)
+    waves, lengths = padded_batch([seconds, seconds - 3.3])
+    assert max_difference(model, waves, lengths) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seconds", [16.0, 40.0])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_long_inputs_agree_between_no_grad_and_autograd_full_size(preset, seconds):
+    """Random full-size weights amplify summation-order differences: 1e-4."""
+    torch.manual_seed(0)
+    model = build_student(preset).eval()
+    waves, lengths = padded_batch([seconds])
+    assert max_difference(model, waves, lengths) <= 1e-4
