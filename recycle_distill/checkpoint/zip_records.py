@@ -11,6 +11,7 @@ ids ``('storage', <dtype class>, key, location, numel)`` that torch writes for s
 from __future__ import annotations
 
 import pickletools
+import warnings
 import zipfile
 from typing import Any, Optional
 
@@ -39,8 +40,10 @@ def _itemsize(storage_class: Any) -> Optional[int]:
         return 1
     if not name.endswith("Storage") or name.startswith("_"):
         return None
-    cls = getattr(torch, name, None)
-    dtype = getattr(cls, "dtype", None)
+    with warnings.catch_warnings():  # the legacy typed-storage classes warn when touched
+        warnings.simplefilter("ignore")
+        cls = getattr(torch, name, None)
+        dtype = getattr(cls, "dtype", None)
     return dtype.itemsize if isinstance(dtype, torch.dtype) else None
 
 
