@@ -367,7 +367,7 @@ def test_installed_package_mode(tmp_path, capsys):
     assert code == 0
     assert out.startswith("installed s3prl package:")
     assert "No downstream configs to patch here" in out
-    assert str(ph.DOWNSTREAM_CONFIGS_DIR) in out
+    assert str(ph.default_configs_dir()) in out
     assert (package / "hub.py").read_text() == hub_text + "\n" + ph.hub_block(False)
 
     assert run(capsys, "--revert", package)[0] == 0
@@ -375,8 +375,9 @@ def test_installed_package_mode(tmp_path, capsys):
 
 
 @pytest.fixture
-def fake_upstreams(tmp_path, monkeypatch) -> Path:
-    """Stand-in upstreams/<family> folders, so --copy does not depend on the real hubconfs."""
+def fake_upstreams(tmp_path) -> Path:
+    """Stand-in upstreams/<family> folders (passed as --upstreams), so --copy does not depend on
+    the real hubconfs."""
     folder = tmp_path / "repo_upstreams"
     for family in ph.FAMILIES:
         (folder / family).mkdir(parents=True)
@@ -384,13 +385,12 @@ def fake_upstreams(tmp_path, monkeypatch) -> Path:
         (folder / family / "hubconf.py").write_text(f"def {family}():\n    return '{family}'\n")
         (folder / family / "__pycache__").mkdir()
         (folder / family / "__pycache__" / "hubconf.cpython-311.pyc").write_bytes(b"junk")
-    monkeypatch.setattr(ph, "UPSTREAMS_DIR", folder)
     return folder
 
 
 def test_copy_mode_copies_registers_and_reverts(root, fake_upstreams, capsys):
     before = snapshot(root)
-    code, out, _ = run(capsys, "--copy", root)
+    code, out, _ = run(capsys, "--copy", "--upstreams", fake_upstreams, root)
     assert code == 0
     upstream = root / "s3prl" / "upstream"
     for family in ph.FAMILIES:
@@ -401,7 +401,7 @@ def test_copy_mode_copies_registers_and_reverts(root, fake_upstreams, capsys):
             (root / "s3prl" / "hub.py").read_text()
     assert "recycle_distill.upstreams" not in (root / "s3prl" / "hub.py").read_text()
 
-    code, out, _ = run(capsys, "--copy", root)
+    code, out, _ = run(capsys, "--copy", "--upstreams", fake_upstreams, root)
     assert code == 0 and "Nothing changed: already patched." in out
 
     (upstream / "armhubert" / "__pycache__").mkdir()  # as if S3PRL had imported it
@@ -412,9 +412,9 @@ def test_copy_mode_copies_registers_and_reverts(root, fake_upstreams, capsys):
 
 
 def test_copy_refreshes_its_own_stale_copy(root, fake_upstreams, capsys):
-    assert run(capsys, "--copy", root)[0] == 0
+    assert run(capsys, "--copy", "--upstreams", fake_upstreams, root)[0] == 0
     (fake_upstreams / "starhubert" / "hubconf.py").write_text("def starhubert():\n    pass\n")
-    code, out, _ = run(capsys, "--copy", root)
+    code, out, _ = run(capsys, "--copy", "--upstreams", fake_upstreams, root)
     assert code == 0 and "copy        s3prl/upstream/starhubert" in out
     assert (root / "s3prl" / "upstream" / "starhubert" / "hubconf.py").read_text() == \
         "def starhubert():\n    pass\n"
@@ -426,7 +426,7 @@ def test_copy_leaves_a_foreign_folder_alone(root, fake_upstreams, capsys):
     foreign = root / "s3prl" / "upstream" / "fithubert"
     foreign.mkdir()
     (foreign / "hubconf.py").write_text("# someone else's\n")
-    code, _, err = run(capsys, "--copy", root)
+    code, _, err = run(capsys, "--copy", "--upstreams", fake_upstreams, root)
     assert code == 1 and "fithubert: exists and differs" in err
     assert (foreign / "hubconf.py").read_text() == "# someone else's\n"
     run(capsys, "--revert", root)
@@ -437,15 +437,14 @@ def test_copy_leaves_a_foreign_folder_alone(root, fake_upstreams, capsys):
 def test_switching_modes_needs_a_revert(root, fake_upstreams, capsys):
     assert run(capsys, root)[0] == 0
     hub = (root / "s3prl" / "hub.py").read_bytes()
-    code, _, err = run(capsys, "--copy", root)
+    code, _, err = run(capsys, "--copy", "--upstreams", fake_upstreams, root)
     assert code == 1 and "Run --revert first" in err
     assert (root / "s3prl" / "hub.py").read_bytes() == hub
 
 
-def test_copy_refused_without_hubconfs(root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ph, "UPSTREAMS_DIR", tmp_path / "empty")
+def test_copy_refused_without_hubconfs(root, tmp_path, capsys):
     before = snapshot(root)
-    code, _, err = run(capsys, "--copy", root)
+    code, _, err = run(capsys, "--copy", "--upstreams", tmp_path / "empty", root)
     assert code == 2 and "hubconf.py, which is missing" in err
     assert snapshot(root) == before
 
@@ -658,7 +657,7 @@ def test_data_folders_are_found_in_a_non_editable_install(tmp_path):
     shutil.copytree(REPO / "upstreams", site / "recycle_distill" / "upstreams",
                     ignore=shutil.ignore_patterns("__pycache__"))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from recycle_distill import s3prl_patch as p; print(p.UPSTREAMS_DIR); print(p.DOWNSTREAM_CONFIGS_DIR)")
+            "from recycle_distill import s3prl_patch as p; print(p.default_upstreams_dir()); print(p.default_configs_dir())")
     done = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path,
                           timeout=60)
     assert done.returncode == 0, done.stderr

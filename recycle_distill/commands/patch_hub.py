@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--copy", action="store_true",
                         help="copy upstreams/<family> into s3prl/upstream/<family> and import "
                              "them from there instead of from the installed recycle_distill")
+    parser.add_argument("--upstreams", type=Path, default=None, metavar="DIR",
+                        help="with --copy: the folder whose <family>/ subfolders are copied "
+                             "(default: the installed recycle_distill.upstreams, or this checkout's "
+                             "upstreams/)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print a unified diff of what would change and write nothing")
     parser.add_argument("--revert", action="store_true",
@@ -64,12 +68,9 @@ def main(argv: list[str] | None = None, lock_timeout: float = DEFAULT_TIMEOUT) -
 
 def _run_locked(args: argparse.Namespace, tree) -> int:
     """Plan, apply and report one run (the caller holds the tree lock)."""
-    # The repository layout is read through the package at call time: its attributes are
-    # the one place to point a run at other folders (the tests use stand-in upstreams).
-    package = s3prl_patch
+    upstreams = args.upstreams or s3prl_patch.default_upstreams_dir()
     plan = (plan_revert(tree) if args.revert
-            else plan_patch(tree, args.copy, package.UPSTREAMS_DIR,
-                            package.DOWNSTREAM_CONFIGS_DIR))
+            else plan_patch(tree, args.copy, upstreams, s3prl_patch.default_configs_dir()))
     kind = "S3PRL git checkout" if tree.checkout else "installed s3prl package"
     print(f"{kind}: {tree.root}")
     if args.dry_run:

@@ -62,7 +62,7 @@ from .tree import Tree, locate_tree
 
 
 
-def _upstreams_folder() -> Path:
+def default_upstreams_dir() -> Path:
     """Where the S3PRL upstream folders are: the installed ``recycle_distill.upstreams``
     package (found without importing it), else a checkout's top-level ``upstreams/`` (when
     patch_hub.py runs from a checkout with a Python that has not installed the package)."""
@@ -72,17 +72,15 @@ def _upstreams_folder() -> Path:
     return Path(__file__).resolve().parents[2] / "upstreams"
 
 
-# The commands read these two at call time, so setting them on this package points a run
-# elsewhere (the tests use stand-in upstreams). Both are found the way an installed package
-# finds its data, not relative to a repository that a non-editable install does not have.
-UPSTREAMS_DIR = _upstreams_folder()  # what --copy copies into s3prl/upstream/
-DOWNSTREAM_CONFIGS_DIR = Path(str(resources.files("recycle_distill") / "downstream_configs"))  # pre-patched configs
+def default_configs_dir() -> Path:
+    """The pre-patched SUPERB configs shipped in the package (what a pip-installed s3prl uses)."""
+    return Path(str(resources.files("recycle_distill") / "downstream_configs"))
 
 __all__ = [
-    "BACKUP_SUFFIX", "DOWNSTREAM_CONFIGS_DIR", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
-    "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "TASKS", "UPSTREAMS_DIR",
+    "BACKUP_SUFFIX", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
+    "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "TASKS",
     "PatchError", "Plan", "RefusedError", "Task", "Tree", "Write",
-    "add_hub_block", "apply", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
+    "add_hub_block", "apply", "default_configs_dir", "default_upstreams_dir", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
     "format_lr", "hub_block", "locate_tree", "patch_config_text", "plan_patch",
     "plan_revert", "remove_hub_block", "set_optimizer_lr", "show_diff", "tree_hashes",
     "uncomment_scheduler", "unified_diff",
