@@ -22,7 +22,8 @@ install_espeak() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing espeak-ng (real speech for the demo and tests)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
-      || echo "WARNING: could not install espeak-ng; the demo and tests fall back to synthetic audio"
+      || if [ "${1:-}" = required ]; then echo "ERROR: could not install espeak-ng as root (the tests need real speech)" >&2; return 1
+         else echo "WARNING: could not install espeak-ng; the demo falls back to synthetic audio"; fi
   else
     echo "WARNING: espeak-ng is not installed and this user cannot install it;" \
          "the demo and tests fall back to synthetic audio"
@@ -66,7 +67,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    install_espeak
+    install_espeak required
     make_venv "$VENV" "${DEFAULT_STACK[@]}"
     log "test suite on the default stack (torch 2.8.0 + torchaudio 2.8.0 + s3prl 0.4.18)"
     run_pytest "$VENV" tests -ra "$@"
