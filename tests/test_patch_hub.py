@@ -599,11 +599,11 @@ def test_concurrent_patch_and_revert_never_lose_an_original(root):
 
 
 def test_an_unwritable_folder_is_refused_before_anything_is_written(root, capsys, monkeypatch):
-    from recycle_distill.s3prl_patch import preflight
+    from recycle_distill.s3prl_patch import runs
 
     blocked = (root / "s3prl" / "downstream" / "asr").resolve()
     real_access = os.access
-    monkeypatch.setattr(preflight.os, "access",
+    monkeypatch.setattr(runs.os, "access",
                         lambda path, mode: False if Path(path) == blocked else real_access(path, mode))
     before = snapshot(root)
     code, _, err = run(capsys, root)

@@ -12,14 +12,9 @@ import sys
 from pathlib import Path
 
 from .. import s3prl_patch
-from ..s3prl_patch.diff import show_diff
-from ..s3prl_patch.errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError
-from ..s3prl_patch.files import BACKUP_SUFFIX
-from ..s3prl_patch.lock import DEFAULT_TIMEOUT, tree_lock
-from ..s3prl_patch.operations import plan_patch, plan_revert
-from ..s3prl_patch.plan import apply
-from ..s3prl_patch.preflight import check_writable
-from ..s3prl_patch.tree import locate_tree
+from ..s3prl_patch.base import BACKUP_SUFFIX, EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, RefusedError, locate_tree
+from ..s3prl_patch.plan import apply, show_diff
+from ..s3prl_patch.runs import DEFAULT_TIMEOUT, check_writable, plan_patch, plan_revert, tree_lock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

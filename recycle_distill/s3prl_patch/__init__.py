@@ -12,21 +12,20 @@ What it does:
   (armhubert, maskhubert, starhubert, fithubert) from the installed
   ``recycle_distill.upstreams`` package, or, with ``--copy``, copies ``upstreams/<family>``
   from this repository into ``s3prl/upstream/<family>`` and imports it from there, the way
-  S3PRL's own hub.py imports its upstreams (registration.py, copies.py);
+  S3PRL's own hub.py imports its upstreams (registration.py);
 * uncomments the learning-rate scheduler block in the PR, KS, IC, SID, ER, ASR, SF and ASV
   configs and raises the SID learning rate from 1.0e-4 to 1.0e-3 (QbE and SD are unchanged)
-  (tasks.py, configs.py).
-
+  (base.py: the task table; configs.py);
 * in a git checkout, creates ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports the
-  CIF-HieraDist downstream of ``recycle_distill.downstreams.cif_asr`` (shim.py); an installed
+  CIF-HieraDist downstream of ``recycle_distill.downstreams.cif_asr`` (registration.py); an installed
   s3prl gets no files, ``recycle-distill superb -d cif_asr`` registers it at run time.
 
 Every file it changes is backed up once as ``<file>.recycle-distill.orig``; copied and created
-folders are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (files.py,
-manifest.py), and only entries that name our own folders inside the tree are ever trusted.
-A run holds an exclusive lock on the tree from the first read to the last write (lock.py).
+folders are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (runs.py),
+and only entries that name our own folders inside the tree are ever trusted.
+A run holds an exclusive lock on the tree from the first read to the last write (runs.py).
 Files whose content is neither the expected original nor our patched version are reported and
-left alone.  A run is planned in full (plan.py, operations.py) before anything is written.
+left alone.  A run is planned in full (plan.py, runs.py) before anything is written.
 
 Exit status: 0 when everything is in the wanted state, 1 when some file was left alone
 (see the warnings), 2 when the tree was refused.
@@ -41,13 +40,10 @@ import importlib.util
 from importlib import resources
 from pathlib import Path
 
-from .diff import show_diff, unified_diff
+from .base import (BACKUP_SUFFIX, EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, TASKS, PatchError, RefusedError, Task,
+                   Tree, atomic_write, backup_path, format_lr, locate_tree, tree_hashes)
 from .configs import check_tweaked, patch_config_text, set_optimizer_lr, uncomment_scheduler
-from .errors import EXIT_OK, EXIT_REFUSED, EXIT_WARNINGS, PatchError, RefusedError
-from .files import BACKUP_SUFFIX, atomic_write, backup_path, tree_hashes
-from .manifest import MANIFEST_NAME
-from .operations import plan_patch, plan_revert
-from .plan import Plan, Write, apply
+from .plan import Plan, Write, apply, show_diff, unified_diff
 from .registration import (
     FAMILIES,
     HUB_BEGIN,
@@ -57,9 +53,7 @@ from .registration import (
     hub_block,
     remove_hub_block,
 )
-from .tasks import TASKS, Task, format_lr
-from .tree import Tree, locate_tree
-
+from .runs import MANIFEST_NAME, plan_patch, plan_revert
 
 
 def default_upstreams_dir() -> Path:

@@ -15,11 +15,8 @@ from pathlib import Path
 import yaml
 
 from ..safe_yaml import safe_load_bounded
-from .errors import PatchError
-from .files import backup_path, read_if_file
+from .base import TASKS, PatchError, Task, Tree, backup_path, format_lr, read_if_file
 from .plan import Plan, plan_backup
-from .tasks import TASKS, Task, format_lr
-from .tree import Tree
 
 _COMMENTED_SCHEDULER = re.compile(r"#[ ]?scheduler:[ \t]*")
 _COMMENTED_SCHED_KEY = re.compile(r"#[ ]?[ \t]+(name|num_warmup_steps):[ \t]*\S.*")

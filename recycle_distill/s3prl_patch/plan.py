@@ -1,19 +1,25 @@
-"""A plan: everything a run will write, copy and remove, and what it will report.
+"""A plan: everything a run will write, copy and remove, what it will report, and its diff.
 
-Runs are planned in full before anything is touched, so ``--dry-run`` shows exactly what a
-real run would do, and a refused tree is refused before the first write.
+Sections (formerly one module each): plan, diff.
 """
 
 from __future__ import annotations
 
+import difflib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .files import (atomic_write, backup_path, copy_tree_atomically, file_mode, read_if_file,
-                    write_folder_atomically)
-from .tree import Tree
+from .base import (Tree, atomic_write, backup_path, copy_tree_atomically, file_mode, read_if_file,
+                   write_folder_atomically)
+
+
+# -------------------- plan ------------------------------------------------------------------
+# A plan: everything a run will write, copy and remove, and what it will report.
+#
+# Runs are planned in full before anything is touched, so ``--dry-run`` shows exactly what a
+# real run would do, and a refused tree is refused before the first write.
 
 
 class Write(NamedTuple):
@@ -80,3 +86,28 @@ def apply(plan: Plan) -> None:
         path.unlink(missing_ok=True)
     for folder in plan.tree_removals:
         shutil.rmtree(folder)
+
+
+# -------------------- diff ------------------------------------------------------------------
+# Unified diffs of a plan, for ``--dry-run``.
+
+
+def unified_diff(old: str, new: str, label: str) -> str:
+    """A git-style unified diff of ``old`` -> ``new`` for the file ``label``."""
+
+    def split(text: str) -> list[str]:
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n\\ No newline at end of file\n"
+        return lines
+
+    return "".join(difflib.unified_diff(split(old), split(new), f"a/{label}", f"b/{label}"))
+
+
+def show_diff(plan: Plan) -> str:
+    """The unified diff of every user-visible file the plan writes."""
+    created = "".join(unified_diff("", data.decode("utf-8"), plan.tree.label(folder / name))
+                      for folder, files in plan.folders for name, data in files.items())
+    return created + "".join(unified_diff((write.old or b"").decode("utf-8"), write.new.decode("utf-8"),
+                                          write.label)
+                             for write in plan.writes if write.label)

@@ -1,19 +1,26 @@
-"""Registering the student families in S3PRL's hub.py: a marked block of hubconf imports.
+"""What patch_hub adds to an S3PRL tree besides config edits: the hub.py block that registers the
+families, the cif_asr downstream shim, and the --copy upstream folders.
 
-S3PRL finds an upstream by name among the globals of ``s3prl/hub.py``, so registering means
-star-importing each family's hubconf there.  The block sits between marker comments so that it
-can be recognised, compared and removed again without a backup.
+Sections (formerly one module each): registration, shim, copies.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ..families import FAMILY_NAMES
-from .errors import PatchError
-from .files import backup_path, read_if_file
+from .base import PatchError, RefusedError, Tree, backup_path, read_if_file, tree_hashes
 from .plan import Plan, plan_backup
-from .tree import Tree
+
+
+# -------------------- registration ----------------------------------------------------------
+# Registering the student families in S3PRL's hub.py: a marked block of hubconf imports.
+#
+# S3PRL finds an upstream by name among the globals of ``s3prl/hub.py``, so registering means
+# star-importing each family's hubconf there.  The block sits between marker comments so that it
+# can be recognised, compared and removed again without a backup.
+
 
 FAMILIES = FAMILY_NAMES
 HUB_BEGIN = "# >>> recycle-distill upstreams >>>"
@@ -153,3 +160,125 @@ def plan_revert_hub(plan: Plan, hub: Path) -> bool:
         plan.removals.append(backup)
     plan.changed += 1
     return True
+
+
+# -------------------- shim ------------------------------------------------------------------
+# The ``cif_asr`` downstream in an S3PRL git checkout: a two-file shim package.
+#
+# S3PRL's runner imports ``s3prl.downstream.<-d name>.expert``, so registering our CIF-HieraDist
+# downstream means a folder ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports our
+# ``DownstreamExpert``.  patch_hub creates the folder, records the hashes of what it wrote in the
+# manifest, and ``--revert`` removes the folder only while it still holds exactly that.  An
+# installed s3prl gets no shim: ``recycle-distill superb -d cif_asr`` registers it at run time.
+
+
+SHIM_KEY = "downstream/cif_asr"  # relative to the folder holding hub.py
+SHIM_FILES: dict[str, bytes] = {
+    "__init__.py": b"# Created by recycle-distill's patch_hub.py; removed by patch_hub.py --revert.\n",
+    "expert.py": b"from recycle_distill.downstreams.cif_asr.expert import DownstreamExpert  # noqa: F401\n",
+}
+
+
+def shim_hashes() -> dict[str, str]:
+    """The hashes :func:`tree_hashes` gives for a folder holding exactly :data:`SHIM_FILES`."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(SHIM_FILES.items())}
+
+
+def plan_shim(tree: Tree, plan: Plan, created: dict) -> dict:
+    """Plan creating the shim folder; returns the record of folders this tool created."""
+    created = dict(created)
+    if not tree.checkout:
+        plan.lines.append(
+            "  The cif_asr downstream is not registered in an installed s3prl (no files are added "
+            "to site-packages); run it with: recycle-distill superb -d cif_asr ...")
+        return created
+    folder = tree.package / SHIM_KEY
+    wanted = shim_hashes()
+    if folder.exists() or folder.is_symlink():
+        current = tree_hashes(folder) if folder.is_dir() and not folder.is_symlink() else None
+        if current == wanted:
+            plan.note("unchanged", folder, "cif_asr downstream already registered")
+            if SHIM_KEY in created:
+                created[SHIM_KEY] = wanted
+        else:
+            plan.warn(folder, "exists and is not patch_hub.py's cif_asr shim; left alone")
+        return created
+    plan.folders.append((folder, dict(SHIM_FILES)))
+    plan.note("register", folder, "cif_asr downstream (expert.py re-exports recycle_distill's)")
+    plan.changed += 1
+    created[SHIM_KEY] = wanted
+    return created
+
+
+def plan_revert_shim(tree: Tree, plan: Plan, created: dict) -> dict:
+    """Plan removing the shim folder this tool created; returns the record of those kept."""
+    left = {}
+    for key, hashes in sorted(created.items()):
+        folder = tree.package / key
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if folder.is_dir() and not folder.is_symlink() and tree_hashes(folder) == hashes:
+            plan.tree_removals.append(folder)
+            plan.note("remove", folder, "cif_asr downstream shim")
+            plan.changed += 1
+        else:
+            plan.warn(folder, "changed since patch_hub.py created it; left alone")
+            left[key] = hashes
+    return left
+
+
+# -------------------- copies ----------------------------------------------------------------
+# ``--copy``: copying ``upstreams/<family>`` into ``s3prl/upstream/<family>`` and removing it.
+#
+# For S3PRL setups that cannot install recycle_distill, the families are imported from inside
+# S3PRL the way its own upstreams are.  Each copy's hashes go into the manifest, so a later run
+# can tell its own (possibly stale) copy from a folder someone else put there.
+
+
+def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
+    """Plan copying ``source``/<family> into s3prl/upstream/; returns the copied-folder record.
+
+    ``source`` is the repository's ``upstreams/`` folder.
+    """
+    copied = dict(manifest.get("copied") or {})
+    upstream = tree.package / "upstream"
+    if not upstream.is_dir():
+        raise RefusedError(f"--copy needs {tree.label(upstream)}/, which is missing")
+    for family in FAMILIES:
+        src = source / family
+        if not (src / "hubconf.py").is_file():
+            raise RefusedError(f"--copy needs {src}/hubconf.py, which is missing")
+    for family in FAMILIES:
+        src, dst = source / family, upstream / family
+        key = dst.relative_to(tree.package).as_posix()
+        wanted = tree_hashes(src)
+        if dst.exists():
+            current = tree_hashes(dst) if dst.is_dir() else None
+            if current == wanted:
+                plan.note("unchanged", dst, "already copied")
+                continue
+            if current is None or copied.get(key) != current:
+                plan.warn(dst, "exists and differs from upstreams/" + family + "; left alone")
+                continue
+        plan.copies.append((src, dst))
+        plan.note("copy", dst, f"from {src}")
+        copied[key] = wanted
+        plan.changed += 1
+    return copied
+
+
+def plan_revert_copies(tree: Tree, plan: Plan, manifest: dict) -> dict:
+    """Plan removing the folders a ``--copy`` run made; returns the record of those kept."""
+    left = {}
+    for key, hashes in sorted((manifest.get("copied") or {}).items()):
+        dst = tree.package / key
+        if not dst.exists():
+            continue
+        if dst.is_dir() and tree_hashes(dst) == hashes:
+            plan.tree_removals.append(dst)
+            plan.note("remove", dst, "copied upstream")
+            plan.changed += 1
+        else:
+            plan.warn(dst, "changed since patch_hub.py --copy copied it; left alone")
+            left[key] = hashes
+    return left
