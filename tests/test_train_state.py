@@ -125,3 +125,11 @@ def test_fp16_on_cpu_warns_and_trains_in_fp32(tmp_path, tiny_corpus, caplog):
     assert trainer.precision == "fp32"
     assert not trainer.scaler.is_enabled()
     assert "precision fp16 needs CUDA; training in fp32 on cpu" in caplog.text
+
+
+def test_checkpoint_format_tag_is_stable(tmp_path):
+    """Resuming accepts files written by earlier versions: the on-disk tag is part of the format."""
+    path = save_training_state(str(tmp_path), 3, {"marker": 1})
+    raw = torch.load(path, weights_only=True)
+    assert (raw["format"], raw["version"], raw["step"], raw["marker"]) == ("recycle-distill-train", 1, 3, 1)
+    assert path.endswith("step-00000003.pt")
