@@ -15,7 +15,6 @@ launcher SID/starhubert (+ evaluate, resume), launcher ASR/armhubert with -f.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -151,19 +150,39 @@ def test_checkout_route_asr_maskhubert(checkout, data, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
+# S3PRL caches voxceleb1 file lists inside its installed package (a module-level CACHE_PATH);
+# the launcher runs here with that path pointed at the test's own folder, so tests never touch
+# (or race on) the package's cache.
+_ISOLATED_VOX_LAUNCHER = """
+import runpy, sys
+cache = sys.argv.pop(1)
+run_module = runpy.run_module
+
+def run(name, *args, **kwargs):
+    if name == "s3prl.run_downstream":  # the launcher has applied the compat layer by now
+        import s3prl.downstream.voxceleb1.dataset as dataset
+        dataset.CACHE_PATH = cache
+    return run_module(name, *args, **kwargs)
+
+runpy.run_module = run
+run_module("recycle_distill.superb", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture
-def clean_vox_cache():
-    """S3PRL caches voxceleb1 file lists inside its package: clear them around a SID run."""
-    cache = voxceleb1_cache()
-    shutil.rmtree(cache, ignore_errors=True)
-    yield cache
-    shutil.rmtree(cache, ignore_errors=True)
+def own_vox_cache(tmp_path):
+    """(launcher command, per-test cache folder); the package's own cache is left as it was."""
+    package_cache = voxceleb1_cache()
+    before = sorted(package_cache.rglob("*")) if package_cache.exists() else []
+    cache = tmp_path / "vox_cache"
+    yield [sys.executable, "-c", _ISOLATED_VOX_LAUNCHER, f"{cache}/"], cache
+    assert (sorted(package_cache.rglob("*")) if package_cache.exists() else []) == before
 
 
 @pytest.mark.s3prl
-def test_launcher_sid_starhubert_train_evaluate_resume(data, tmp_path, clean_vox_cache):
+def test_launcher_sid_starhubert_train_evaluate_resume(data, tmp_path, own_vox_cache):
     expdir = tmp_path / "sid_star"
-    launcher = [sys.executable, "-m", "recycle_distill.superb"]
+    launcher, cache = own_vox_cache
     result = _run(launcher + ["-m", "train", "-p", str(expdir), "-d", "voxceleb1", *_upstream_args(data, "starhubert"),
                               "-o", sid_overrides(data["vox"])], tmp_path)
     assert f"{HEADER} registered" in result.stdout and "voxceleb1.yaml" in result.stdout
@@ -172,7 +191,7 @@ def test_launcher_sid_starhubert_train_evaluate_resume(data, tmp_path, clean_vox
     assert [p.name for p in _states(expdir)] == ["states-4.ckpt"]
     log = (expdir / "log.log").read_text()
     assert "dev at step 4:" in log and "test at step 4:" in log
-    assert (clean_vox_cache / "train.pkl").is_file()  # the pip-installed s3prl's own cache
+    assert (cache / "train.pkl").is_file()  # S3PRL's file-list cache, in this test's folder
     states = torch.load(_states(expdir)[0], map_location="cpu", weights_only=False)
     assert "Upstream" not in states and states["Args"].upstream == "starhubert"  # frozen without -f
 
