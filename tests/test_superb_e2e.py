@@ -15,6 +15,7 @@ launcher SID/starhubert (+ evaluate, resume), launcher ASR/armhubert with -f.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -142,7 +143,9 @@ def test_checkout_route_asr_maskhubert(checkout, data, tmp_path):
     config = yaml.safe_load(next(expdir.glob("config_*.yaml")).read_text())
     assert config["scheduler"]["name"] == "linear_schedule_with_warmup"
     (row,) = read_s3prl_results([expdir])
-    assert 0.0 <= row.values["ASR"] and "during training" in row.sources["ASR"]
+    # S3PRL prints "test-clean wer: <percent>"; the score reader must report the last one printed.
+    printed = [float(value) for value in re.findall(r"test-clean wer: ([0-9.eE+-]+)", result.stdout)]
+    assert printed and row.values["ASR"] == pytest.approx(printed[-1]) and "during training" in row.sources["ASR"]
 
 
 # ------------------------------------------------------------------------------------------
