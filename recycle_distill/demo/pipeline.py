@@ -1,36 +1,39 @@
-"""``recycle-distill demo``: the whole pipeline, offline, on a tiny corpus, in a few CPU minutes.
+"""``recycle-distill demo``: what distillation achieves, offline, on a tiny corpus, in a few CPU minutes.
 
 Stages (each prints what it does; a failure names its stage):
 
-1. corpus  - a LibriSpeech-layout corpus spoken by espeak-ng voices (synthetic voices if
-             espeak-ng is missing, announced loudly and recorded in the report);
-2. teacher - a small random HuBERT written in fairseq's own checkpoint layout;
-3. distil  - masking distillation (or the family's objective) of a tiny student, with a
-             progress bar and TensorBoard logs, exported as a compact checkpoint;
-4. load    - the export loaded back through torch.hub and through S3PRL's hub + Featurizer;
-5. sid     - S3PRL's own SID downstream (voxceleb1) trained for a few steps on the corpus speakers;
-6. report  - ``report.md`` and ``loss.png``: sizes, MACs, real-time factors, losses, accuracy.
+1. corpus     - a LibriSpeech-layout corpus spoken by espeak-ng voices, and a keyword set (ten
+                command words said by every voice); synthetic voices if espeak-ng is missing,
+                announced loudly and recorded in the report;
+2. teacher    - a small HuBERT in fairseq's own checkpoint layout, given real knowledge by a brief
+                HuBERT-style masked prediction of MFCC k-means units (``teacher_steps=0``: random);
+3. distil     - masking distillation (or the family's objective) of a tiny student, with a
+                progress bar, TensorBoard logs and validation, exported as a compact checkpoint
+                (the randomly initialised student is exported too, for the comparisons);
+4. load       - the export loaded back through torch.hub and through S3PRL's hub + Featurizer;
+5. transfer   - per distilled layer, linear CKA and frame cosine of student vs teacher on
+                held-out utterances, randomly initialised vs distilled student;
+6. downstream - one keyword-spotting probe (layer weights, mean pooling, linear) on frozen
+                fbank, random student, distilled student and teacher features, voices held out;
+7. report     - ``report.md``, ``loss.png`` and ``transfer.png``.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoOptions", "run_demo", "DemoError"]
+__all__ = ["DemoOptions", "DemoResult", "run_demo", "DemoError"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +52,7 @@ FAMILY_EXTRAS = {
     "starhubert": {},
     "fithubert": {"enable_tr_layer": True, "tr_reduce_factor": 2, "tr_conv1d_kernel": 2, "pred_layer_id": "[0, 1, 2, 3]"},
 }
+UNITS = 50  # k-means units the teacher learns to predict
 
 
 class DemoError(RuntimeError):
@@ -58,11 +62,15 @@ class DemoError(RuntimeError):
 @dataclass
 class DemoOptions:
     out: Path = Path("demo_out")
-    steps: int = 60
+    steps: int = 200
     family: str = "armhubert"
-    sid_steps: int = 60
+    teacher_steps: int = 250
+    probe_steps: int = 200
     speakers: int = 6
-    utterances_per_speaker: int = 8
+    utterances_per_speaker: int = 12
+    keyword_voices: int = 12
+    keyword_takes: int = 2
+    probe_seeds: tuple = (0, 1)
     seed: int = 0
     echo: Callable[[str], None] = print
 
@@ -71,14 +79,22 @@ class DemoOptions:
 class DemoResult:
     corpus_source: str = ""
     corpus_seconds: float = 0.0
+    keywords: Any = None
     teacher_path: str = ""
+    pretraining: Any = None
+    init_path: str = ""
     export_path: str = ""
+    layer_mapping: list = field(default_factory=list)
     losses: list = field(default_factory=list)
-    valid_loss: Optional[float] = None
+    valid: list = field(default_factory=list)  # (step, the trainer's validation loss)
+    valid_masked: list = field(default_factory=list)  # (step, the training objective on the validation set)
     train_seconds: float = 0.0
     profile: dict = field(default_factory=dict)
-    sid: dict = field(default_factory=dict)
+    transfer: dict = field(default_factory=dict)
+    downstream: dict = field(default_factory=dict)
+    downstream_settings: dict = field(default_factory=dict)
     loaded: dict = field(default_factory=dict)
+    stage_seconds: dict = field(default_factory=dict)
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
@@ -87,7 +103,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult()
     stages = [("corpus", _corpus), ("teacher", _teacher), ("distil", _distil), ("load", _load),
-              ("sid", _sid), ("report", _report)]
+              ("transfer", _transfer), ("downstream", _downstream), ("report", _report)]
     for number, (name, stage) in enumerate(stages, 1):
         options.echo(f"\n[{number}/{len(stages)}] {name}")
         started = time.perf_counter()
@@ -95,13 +111,19 @@ def run_demo(options: DemoOptions) -> DemoResult:
             stage(options, out, result)
         except Exception as err:  # every failure is reported with its stage
             raise DemoError(f"stage '{name}' failed: {type(err).__name__}: {err}") from err
-        options.echo(f"    done in {time.perf_counter() - started:.1f} s")
+        result.stage_seconds[name] = time.perf_counter() - started
+        options.echo(f"    done in {result.stage_seconds[name]:.1f} s")
     return result
+
+
+def _corpus_waves(out: Path, subset: str) -> list[Path]:
+    return sorted((out / "corpus" / "LibriSpeech" / subset).rglob("*.flac"))
 
 
 # ---------------------------------------------------------------------------------- stages
 def _corpus(options: DemoOptions, out: Path, result: DemoResult) -> None:
     from ..data.synth import espeak_available, make_tiny_librispeech
+    from .keywords import KEYWORDS, make_keyword_set
 
     root = out / "corpus" / "LibriSpeech"
     if root.exists():
@@ -116,49 +138,115 @@ def _corpus(options: DemoOptions, out: Path, result: DemoResult) -> None:
     result.corpus_source = info.corpus_source
     result.corpus_seconds = info.total_seconds
     options.echo(f"    {options.speakers} speakers x {options.utterances_per_speaker} utterances per subset "
-                 f"({info.total_seconds:.0f} s of audio) from {info.corpus_source} in {root}")
+                 f"({info.total_seconds:.0f} s of audio) from {info.corpus_source} in {root}; dev-clean has other voices")
+    result.keywords = make_keyword_set(options.keyword_voices, options.keyword_takes, seed=options.seed,
+                                       use_espeak=info.corpus_source == "espeak-ng")
+    options.echo(f"    keyword set: {len(KEYWORDS)} words x {options.keyword_voices} voices x {options.keyword_takes} "
+                 f"takes = {len(result.keywords.waves)} clips ({result.keywords.source})")
 
 
 def _teacher(options: DemoOptions, out: Path, result: DemoResult) -> None:
     from ..teacher.random_teacher import save_random_hubert
+    from .pretrain import pretrain_teacher
 
     path = out / "teacher" / "tiny_hubert_fairseq.pt"
     save_random_hubert(path, seed=options.seed, **TEACHER_SHAPE)
     result.teacher_path = str(path)
-    options.echo(f"    random HuBERT ({TEACHER_SHAPE['encoder_layers']} layers, {TEACHER_SHAPE['encoder_embed_dim']}-d) "
+    options.echo(f"    HuBERT ({TEACHER_SHAPE['encoder_layers']} layers, {TEACHER_SHAPE['encoder_embed_dim']}-d) "
                  f"in fairseq's checkpoint layout: {path}")
+    if options.teacher_steps <= 0:
+        options.echo("    teacher_steps=0: the teacher keeps its RANDOM weights")
+        return
+    options.echo(f"    pretraining it for {options.teacher_steps} steps: masked prediction of MFCC k-means units "
+                 f"on train-clean-100")
+    waves = [str(path) for path in _corpus_waves(out, "train-clean-100")]
+    result.pretraining = pretrain_teacher(str(path), waves, options.teacher_steps, clusters=UNITS, seed=options.seed,
+                                          echo=options.echo)
+    pre = result.pretraining
+    tail = max(1, len(pre.accuracies) // 5)
+    options.echo(f"    unit accuracy (last {tail} steps): masked frames {_mean(pre.accuracies[-tail:]):.2f}, "
+                 f"unmasked {_mean(pre.unmasked_accuracies[-tail:]):.2f} (majority unit {pre.majority:.2f})")
 
 
 def _distil(options: DemoOptions, out: Path, result: DemoResult) -> None:
     from ..train import load_train_config
+    from ..train.state import export_student
     from ..train.trainer import Trainer
+    from .probe import single_thread
 
     run_dir = out / "distil"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     distiller = {**STUDENT, **FAMILY_EXTRAS[options.family]}
+    every = max(options.steps // 5, 1)  # each validation costs about 20 training steps
     config = load_train_config({
         "family": options.family,
         "teacher": {"teacher_model": result.teacher_path, "mask_prob": 0.65},
         "train": {"output_dir": str(run_dir), "max_steps": options.steps, "batch_size": 4, "num_workers": 1,
                   "distil_random_layer": STUDENT_LAYERS - 1, "log_every_steps": 5, "seed": options.seed,
-                  "val_every_steps": max(options.steps // 3, 1), "save_every_steps": max(options.steps // 3, 1),
+                  "val_every_steps": every, "save_every_steps": max(options.steps // 2, 1), "keep_last": 1,
                   "max_audio_seconds": 3.0, "delete_projections": options.family == "fithubert"},
         "optimizer": {"lr": 2.0e-3, "warmup_proportion": 0.1},
         "data": {"libri_root": str(out / "corpus" / "LibriSpeech"), "train_set": ["train-clean-100"],
                  "test_set": ["dev-clean"]},
         "distiller": distiller,
     })
-    options.echo(f"    {options.family} student, objective {config.objective}, {options.steps} steps "
-                 f"(TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'})")
+    options.echo(f"    {options.family} student, objective {config.objective}, {options.steps} steps, validation on "
+                 f"dev-clean every {every} (TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'})")
     started = time.perf_counter()
     trainer = Trainer(config)
-    summary = trainer.fit()
+    result.layer_mapping = list(trainer.objective.layer_mapping)
+    result.init_path = export_student(str(run_dir / "student_init.safetensors"), trainer.student, options.family,
+                                      config.train.delete_projections)
+    _record_validation(trainer, result.valid, result.valid_masked if config.objective == "masking" else None)
+    # Batches of four short clips: one intra-op thread (the loader's worker has the other core)
+    # ran 200 steps several times faster than two on a shared 2-core machine.
+    with single_thread():
+        trainer.validate()  # step 0: where the randomly initialised student starts
+        summary = trainer.fit()
     result.train_seconds = time.perf_counter() - started
     result.export_path = summary["export"]
-    result.valid_loss = summary["best_valid"]
     result.losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    options.echo(f"    loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; exported {result.export_path}")
+    options.echo(f"    training loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; validation loss "
+                 f"{result.valid[0][1]:.4f} -> {result.valid[-1][1]:.4f}; exported {result.export_path}")
+
+
+def _record_validation(trainer: Any, history: list, masked_history: Optional[list]) -> None:
+    """Keep (step, loss) of every validation the trainer runs (it logs them but returns none).
+
+    With ``masked_history`` the training objective itself (masked input, same per-utterance
+    masks every time) is also measured on the validation set: it tells a student that stops
+    generalising from one whose clean-input behaviour drifts while it learns the masked task.
+    """
+    validate = trainer.validate
+
+    def validate_and_record() -> Optional[float]:
+        loss = validate()
+        if loss is None:
+            return loss
+        history.append((trainer.step, float(loss)))
+        if masked_history is not None:
+            masked_history.append((trainer.step, _masked_validation(trainer)))
+        return loss
+
+    trainer.validate = validate_and_record
+
+
+@torch.no_grad()
+def _masked_validation(trainer: Any) -> float:
+    epoch = getattr(trainer.objective, "epoch", 0)
+    trainer.objective.set_epoch(0)  # the epoch seeds the masks: keep them fixed across validations
+    trainer.student.eval()
+    total, count = 0.0, 0
+    for batch in trainer.valid_loader:
+        if batch.is_empty:
+            continue
+        result = trainer.objective.training_loss(trainer.student, trainer.teacher, batch.to(trainer.device))
+        total += float(result.total) * len(batch)
+        count += len(batch)
+    trainer.student.train()
+    trainer.objective.set_epoch(epoch)
+    return total / max(count, 1)
 
 
 def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
@@ -187,49 +275,72 @@ def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
     result.loaded = {"torch_hub": how, "s3prl_features": [list(f.shape) for f in features]}
 
 
-def _sid(options: DemoOptions, out: Path, result: DemoResult) -> None:
-    from ..superb.logs import parse_log
-    from .voxceleb import make_voxceleb1_layout
+def _transfer(options: DemoOptions, out: Path, result: DemoResult) -> None:
+    from ..checkpoint import load_student
+    from ..teacher import load_teacher
+    from .probe import single_thread
+    from .transfer import frame_matrices, measure_transfer, teacher_outputs
 
-    vox = out / "voxceleb1"
-    if vox.exists():
-        shutil.rmtree(vox)
-    counts = make_voxceleb1_layout(out / "corpus" / "LibriSpeech", vox)
-    _clear_voxceleb1_cache()
-    expdir = out / "sid"
-    if expdir.exists():
-        shutil.rmtree(expdir)
-    steps = options.sid_steps
-    overrides = ",,".join([
-        f"config.runner.total_steps={steps}", f"config.runner.eval_step={steps}", f"config.runner.save_step={steps}",
-        f"config.runner.log_step={max(steps // 4, 1)}", "config.runner.max_keep=1",
-        "config.runner.eval_dataloaders=['dev','test']", "config.runner.gradient_accumulate_steps=1",
-        # The SUPERB schedule warms up over 5000 steps; a demo of a few dozen steps needs none.
-        "config.optimizer.lr=1.0e-2", "config.scheduler.num_warmup_steps=0",
-        f"config.downstream_expert.datarc.file_path={vox}", f"config.downstream_expert.datarc.meta_data={vox / 'iden_split.txt'}",
-        "config.downstream_expert.datarc.num_workers=0", "config.downstream_expert.datarc.train_batch_size=8",
-        "config.downstream_expert.datarc.eval_batch_size=1", "config.downstream_expert.datarc.max_timestep=64000",
-    ])
-    command = [sys.executable, "-m", "recycle_distill.superb", "-m", "train", "-n", "demo_sid", "-p", str(expdir),
-               "-u", options.family, "-d", "voxceleb1", "-k", result.export_path, "--device", "cpu", "-o", overrides]
-    options.echo(f"    S3PRL voxceleb1 (SID) on {counts['speakers']} speakers "
-                 f"({counts['train']} train / {counts['dev']} dev / {counts['test']} test), {steps} steps")
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    (out / "sid_stdout.log").write_text(completed.stdout + "\n" + completed.stderr)
-    if completed.returncode != 0:
-        raise RuntimeError(f"run_downstream exited {completed.returncode}; see {out / 'sid_stdout.log'}:\n"
-                           + completed.stderr[-2000:])
-    observations = []
-    for log in [expdir / "log.log", out / "sid_stdout.log"]:
-        if log.is_file():
-            observations += parse_log(log)
-    accuracy = {obs.split: obs.value for obs in observations if obs.metric == "acc"}
-    if "test" not in accuracy:
-        raise RuntimeError(f"no test accuracy found in the S3PRL logs ({expdir})")
-    result.sid = {"accuracy": accuracy, "speakers": counts["speakers"], "steps": steps,
-                  "chance": 1.0 / counts["speakers"], "expdir": str(expdir)}
-    options.echo(f"    SID accuracy: dev {accuracy.get('dev', float('nan')):.3f}, test {accuracy['test']:.3f} "
-                 f"(chance {1 / counts['speakers']:.3f})")
+    paths = _corpus_waves(out, "dev-clean")
+    waves = [_read_wave(path) for path in paths]
+    with single_thread():
+        targets = teacher_outputs(load_teacher(result.teacher_path), waves)
+    options.echo(f"    {len(waves)} held-out dev-clean utterances ({sum(w.numel() for w in waves) / 16000:.0f} s, "
+                 f"voices unseen in training); student hidden state i vs teacher layer {result.layer_mapping}")
+    for name, path in (("random", result.init_path), ("distilled", result.export_path)):
+        student = load_student(path, options.family)
+        mapping = _hidden_state_mapping(student, result.layer_mapping)
+        with single_thread():
+            frames = frame_matrices(targets, student, waves, mapping)
+        scores = result.transfer[name] = measure_transfer(frames, mapping)
+        options.echo(f"    {name:>9} student: CKA " + " ".join(f"{value:.3f}" for value in scores.cka))
+    options.echo("    log-mel input:     CKA " + " ".join(f"{value:.3f}" for value in result.transfer["distilled"].fbank_cka))
+
+
+def _hidden_state_mapping(student: Any, layer_mapping: list) -> list:
+    """Teacher layer of each exported hidden state (FitHuBERT without heads keeps the last ones)."""
+    with torch.no_grad():
+        count = len(student(torch.zeros(1, 16000)).hidden_states)
+    return layer_mapping[-count:]
+
+
+def _read_wave(path: Path) -> torch.Tensor:
+    import soundfile
+
+    samples, _ = soundfile.read(str(path), dtype="float32")
+    return torch.from_numpy(samples)
+
+
+def _downstream(options: DemoOptions, out: Path, result: DemoResult) -> None:
+    from ..checkpoint import load_student
+    from ..teacher import load_teacher
+    from .keywords import KEYWORDS
+    from .probe import fbank_layers, pool_features, probe_accuracies, single_thread
+
+    keywords = result.keywords
+    teacher = load_teacher(result.teacher_path)
+    upstreams = {
+        "fbank": fbank_layers,
+        "random-init student": _hidden_states(load_student(result.init_path, options.family)),
+        "distilled student": _hidden_states(load_student(result.export_path, options.family)),
+        "teacher": lambda wave: [layer[0] for layer in teacher(wave.unsqueeze(0)).layer_results],
+    }
+    folds = min(4, keywords.num_voices)
+    options.echo(f"    keyword spotting, {len(KEYWORDS)} words, {len(keywords.waves)} clips; probe: layer weights + "
+                 f"mean pooling + linear, {options.probe_steps} full-batch steps; {folds} folds holding out "
+                 f"{keywords.num_voices // folds} voices each, seeds {list(options.probe_seeds)}")
+    with single_thread():
+        for name, extract in upstreams.items():
+            features = pool_features(extract, keywords.waves)
+            scores = probe_accuracies(features, keywords.labels, keywords.voices, folds=folds,
+                                      seeds=options.probe_seeds, steps=options.probe_steps)
+            result.downstream[name] = scores
+            options.echo(f"    {name:>20}: accuracy {scores.mean:.3f} +- {scores.std:.3f} over folds")
+    result.downstream_settings = {"folds": folds, "chance": 1.0 / len(KEYWORDS), "clips": len(keywords.waves)}
+
+
+def _hidden_states(student: Any) -> Callable[[torch.Tensor], list]:
+    return lambda wave: [state[0] for state in student(wave.unsqueeze(0)).hidden_states]
 
 
 def _report(options: DemoOptions, out: Path, result: DemoResult) -> None:
@@ -240,13 +351,8 @@ def _report(options: DemoOptions, out: Path, result: DemoResult) -> None:
     for path in paths:
         options.echo(f"    wrote {path}")
     if not any(path.suffix == ".png" for path in paths):
-        options.echo("    loss.png NOT written: matplotlib is not installed (pip install matplotlib)")
+        options.echo("    loss.png and transfer.png NOT written: matplotlib is not installed (pip install matplotlib)")
 
 
-def _clear_voxceleb1_cache() -> None:
-    """S3PRL caches voxceleb1 file lists inside its package, keyed by split only: stale across datasets."""
-    spec = importlib.util.find_spec("s3prl")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        cache = Path(location) / "downstream" / "voxceleb1" / ".cache"
-        if cache.is_dir():
-            shutil.rmtree(cache)
+def _mean(values: list) -> float:
+    return sum(values) / max(len(values), 1)
