@@ -196,6 +196,15 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path, corpus):
     assert len(ddp_losses) == 3
     for a, b in zip(single_losses, ddp_losses):
         assert abs(a - b) <= 1e-4 * abs(a), (single_losses, ddp_losses)
+    # The trained weights, not only the losses: the exports agree to float rounding.
+    expected, trained = load_file(str(single_out / "student.safetensors")), load_file(str(ddp_out / "student.safetensors"))
+    assert expected.keys() == trained.keys()
+    for key in expected:
+        torch.testing.assert_close(trained[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+    # Only rank 0 writes: one metrics line per step, one TensorBoard file, one checkpoint.
+    assert [m["step"] for m in metrics(ddp_out)] == [1, 2, 3]
+    assert len(list((ddp_out / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (ddp_out / "checkpoints").iterdir()) == ["step-00000003.pt"]
 
 
 # ------------------------------------------------------------------ bad input
