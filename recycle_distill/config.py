@@ -138,7 +138,10 @@ class StudentConfig:
         for key in ("conv_feature_layers", "reuse_pattern", "pred_layer_id"):
             if isinstance(values.get(key), str):
                 text = values[key].strip()
-                values[key] = None if text in ("", "None") else parse_literal(text, key)
+                try:
+                    values[key] = None if text in ("", "None") else parse_literal(text, key)
+                except ValueError as err:  # bounded and never eval'd: a clear config error
+                    raise ConfigError(f"{source}: {err}") from None
         if values.get("conv_feature_layers") is not None:
             values["conv_feature_layers"] = [
                 tuple(spec) if isinstance(spec, (list, tuple)) else spec
