@@ -30,7 +30,7 @@ def measure_models(teacher_path: str, student_path: str, family: str, seconds: f
     lengths = torch.tensor([wave.shape[1]])
     models = {"teacher": lambda: teacher(wave, lengths), "student": lambda: student(wave, lengths)}
     with torch.no_grad():
-        times = time_interleaved(models, repeats=3, warmup=1)
+        times = time_interleaved(models, repeats=5, warmup=1)  # median of 5: robust to a busy neighbour
     report = {}
     for name, run in models.items():
         module = teacher if name == "teacher" else student
@@ -58,8 +58,9 @@ def _size_section(profile: dict) -> list[str]:
         "## Size and speed (this machine)",
         "",
         f"Measured on {profile['seconds']:.0f} s of audio, batch 1, {profile['threads']} threads, fp32; "
-        "MACs counted with `torch.utils.flop_counter`. bf16 figures come once the inference work lands "
-        "(not yet merged).",
+        "MACs counted with `torch.utils.flop_counter`. Real-time factors are medians of 5 interleaved runs; on a "
+        "machine shared with other jobs they still move between runs, the MACs do not. bf16 figures come once "
+        "the inference work lands (not yet merged).",
         "",
         "| model | parameters | GMACs | real-time factor |",
         "|---|---|---|---|",
@@ -243,8 +244,10 @@ def _teacher_note(result: Any) -> list[str]:
     if result.pretraining is None:
         return ["## What a random teacher can and cannot show", "",
                 "With a random teacher the transfer table still shows the student learning to reproduce the "
-                "teacher's layers, but the teacher knows nothing about speech, so the downstream rows cannot "
-                "show knowledge being carried over: run with `--teacher-steps` > 0.", ""]
+                "teacher's layers: the mechanism works. But those layers are random functions of the input, so "
+                "whatever the downstream rows reach comes from the input the teacher passes through, not from "
+                "anything it learnt: they can show what distillation preserves, not knowledge being carried "
+                "over. Run with `--teacher-steps` > 0 for a teacher that has learnt something.", ""]
     return ["## What the teacher knows", "",
             "The teacher's brief pretraining gives it speech knowledge of a modest kind: which MFCC unit a "
             "frame is, partly inferred from context (see its unit accuracy above). Without it (a random "
