@@ -356,3 +356,23 @@ def test_layer_mapping() -> None:
     with pytest.raises(ValueError, match="integer teacher layer index"):
         resolve_layer_mapping(2, 12, [1.0, 11])
     assert resolve_layer_mapping(2, 12, np.array([5, 11])) == [5, 11]
+
+
+def test_teacher_output_carries_the_first_layer_input() -> None:
+    """Issue 11: the STaR objective hooked teacher.model.encoder.layers[0]; the teacher now
+    reports that input itself (the same tensor the hook saw)."""
+    teacher = load_teacher(TINY)
+    waves = torch.randn(2, 8000) * 0.1
+    lengths = torch.tensor([8000, 6000])
+    seen = []
+    handle = teacher.model.encoder.layers[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        output = teacher(waves, lengths)
+    finally:
+        handle.remove()
+    frames = output.layer_results[0].shape[1]
+    assert output.encoder_input.shape == output.layer_results[0].shape
+    assert torch.equal(output.encoder_input, seen[0].transpose(0, 1)[:, :frames])
+    masked, unmasked = teacher.forward_masked_and_unmasked(waves, lengths, torch.zeros(2, frames, dtype=torch.bool))
+    assert torch.allclose(unmasked.encoder_input, output.encoder_input, atol=1e-6)
+    assert torch.allclose(masked.encoder_input, output.encoder_input, atol=1e-6)  # nothing masked

@@ -46,11 +46,15 @@ class TeacherOutput:
         padding_mask: (B, T) bool, True = padding frame (all False when nothing is padded).
         last_hidden_state: (B, T, D) the encoder output (= layer_results[-1] for post-LN
             models; with the final LayerNorm for pre-LN ones).
+        encoder_input: (B, T, D) the first encoder layer's input (after the positional conv
+            and, for post-LN models, the encoder LayerNorm): STaR's intra-layer Gram of layer 1
+            pairs it with layer_results[0]. None for teachers that do not expose it.
     """
 
     layer_results: list[Tensor]
     padding_mask: Tensor
     last_hidden_state: Tensor
+    encoder_input: Optional[Tensor] = None
 
 
 class Teacher(nn.Module):
@@ -205,27 +209,30 @@ class Teacher(nn.Module):
         return torch.where(mask, self.model.mask_emb.to(features.dtype), features)
 
     @contextlib.contextmanager
-    def _collect_layer_outputs(self) -> Iterator[list[Tensor]]:
-        """Hooks that append each encoder layer's output (T, B, D) while the block runs."""
+    def _collect_layer_outputs(self) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+        """Hooks that collect each encoder layer's output (T, B, D), and the first layer's
+        input (T, B, D), while the block runs (S3PRL's encoder returns neither per layer)."""
         outputs: list[Tensor] = []
-        handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0]))
-                   for layer in self.model.encoder.layers]
+        first_input: list[Tensor] = []
+        layers = self.model.encoder.layers
+        handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0])) for layer in layers]
+        handles.append(layers[0].register_forward_pre_hook(lambda _m, args: first_input.append(args[0])))
         try:
-            yield outputs
+            yield outputs, first_input
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _encode(self, x: Tensor, padding_mask: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Run the encoder; L layer outputs (B, T, D) and the encoder output (B, T, D)."""
+    def _encode(self, x: Tensor, padding_mask: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Run the encoder; L layer outputs, the encoder output and the first layer's input, (B, T, D) each."""
         frames = x.shape[1]
         # Passing None when nothing is padded keeps S3PRL on its unmasked path (same values).
         mask = padding_mask if bool(padding_mask.any()) else None
-        with self._collect_layer_outputs() as outputs:
+        with self._collect_layer_outputs() as (outputs, first_input):
             last, _ = self.model.encoder(x, padding_mask=mask)
         if len(outputs) != self.num_layers:
             raise RuntimeError(f"expected {self.num_layers} layer outputs, got {len(outputs)} (layer drop active?)")
-        return [out.transpose(0, 1)[:, :frames] for out in outputs], last
+        return [out.transpose(0, 1)[:, :frames] for out in outputs], last, first_input[0].transpose(0, 1)[:, :frames]
 
     @torch.no_grad()
     def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None,
@@ -243,8 +250,8 @@ class Teacher(nn.Module):
         features, padding_mask = self._prepare(waveforms, lengths)
         if mask_indices is not None:
             features = self._apply_mask(features, mask_indices)
-        layers, last = self._encode(features, padding_mask)
-        return TeacherOutput(layers, padding_mask, last)
+        layers, last, encoder_input = self._encode(features, padding_mask)
+        return TeacherOutput(layers, padding_mask, last, encoder_input)
 
     @torch.no_grad()
     def forward_masked_and_unmasked(
@@ -265,7 +272,7 @@ class Teacher(nn.Module):
         batch = features.shape[0]
         masked = self._apply_mask(features, mask_indices)
         both = torch.cat([masked, features], dim=0)
-        layers, last = self._encode(both, torch.cat([padding_mask, padding_mask], dim=0))
-        masked_out = TeacherOutput([layer[:batch] for layer in layers], padding_mask, last[:batch])
-        unmasked_out = TeacherOutput([layer[batch:] for layer in layers], padding_mask, last[batch:])
+        layers, last, first = self._encode(both, torch.cat([padding_mask, padding_mask], dim=0))
+        masked_out = TeacherOutput([layer[:batch] for layer in layers], padding_mask, last[:batch], first[:batch])
+        unmasked_out = TeacherOutput([layer[batch:] for layer in layers], padding_mask, last[batch:], first[batch:])
         return masked_out, unmasked_out

@@ -183,20 +183,9 @@ def _student_frames(student: nn.Module, batch: AudioBatch) -> int:
 
 
 def _teacher_with_encoder_input(teacher: Teacher, batch: AudioBatch):
-    """Teacher outputs plus its first layer's input (B, T, D), captured by a pre-forward hook."""
+    """Teacher outputs plus its first layer's input (B, T, D), read from the teacher's output."""
+    target = teacher(batch.waveforms, batch.lengths)
     if getattr(teacher, "kind", None) == "upstream":
         # An S3PRL upstream teacher: state m's input is state m - 1; state 0 stands for its own.
-        target = teacher(batch.waveforms, batch.lengths)
         return target, target.layer_results[0]
-    captured: dict[str, Tensor] = {}
-
-    def keep_input(module: nn.Module, args: tuple) -> None:
-        captured["x"] = args[0]
-
-    handle = teacher.model.encoder.layers[0].register_forward_pre_hook(keep_input)
-    try:
-        target = teacher(batch.waveforms, batch.lengths)
-    finally:
-        handle.remove()
-    frames = target.layer_results[0].shape[1]
-    return target, captured["x"].transpose(0, 1)[:, :frames]
+    return target, target.encoder_input
