@@ -172,3 +172,20 @@ def test_strict_load_report_is_shared_by_student_and_teacher(tmp_path):
     spec.state_dict = {("encoder.extra" if i == 0 else key): value for i, (key, value) in enumerate(spec.state_dict.items())}
     with pytest.raises(TeacherCheckpointError, match=r"built from its cfg; missing keys: .*; unexpected keys: encoder.extra$"):
         build_s3prl_model(spec)
+
+
+@pytest.mark.parametrize("family", ["armhubert", "fithubert"])
+def test_compact_files_written_by_commit_2273f47_still_load(family):
+    """Issue 11: state-dict keys of every format we write stay loadable. tests/data/compat_2273f47
+    holds compact files written by that commit and the outputs that commit computed from them."""
+    from conftest import DATA
+    from recycle_distill.expert import StudentUpstream
+
+    folder = DATA / "compat_2273f47"
+    recorded = torch.load(folder / "outputs.pt", weights_only=True)
+    upstream = StudentUpstream(str(folder / f"tiny_{family}.safetensors"), family=family).eval()
+    with torch.no_grad():
+        output = upstream(recorded["wavs"])["last_hidden_state"]
+    expected = recorded["last_hidden_state"][family]
+    assert output.shape == expected.shape
+    assert (output - expected).abs().max() <= 1e-5
