@@ -213,3 +213,27 @@ def test_report_tables_and_verdicts(tmp_path, distilled_cka, verdict):
     assert differences["teacher − distilled student"] == ["+0.025", "0.025", "no"]
     assert "Here the validation loss rose from 1.000 (step 0) to 1.500 (step 1) while the training objective" in report
     assert "What a random teacher can and cannot show" in report
+
+
+@pytest.mark.s3prl
+def test_teacher_pretraining_is_reproducible_and_loads_back(tmp_path):
+    import soundfile
+
+    from recycle_distill.demo.pretrain import pretrain_teacher
+    from recycle_distill.teacher import load_teacher
+    from recycle_distill.teacher.random_teacher import save_random_hubert
+
+    generator = torch.Generator().manual_seed(0)
+    waves = []
+    for index in range(3):
+        path = tmp_path / f"{index}.flac"
+        soundfile.write(str(path), (0.1 * torch.randn(16000, generator=generator)).numpy(), 16000)
+        waves.append(str(path))
+    runs = []
+    for name in ("a", "b"):
+        teacher = save_random_hubert(tmp_path / f"{name}.pt", seed=0)
+        runs.append(pretrain_teacher(teacher, waves, 3, clusters=4, batch_size=2, crop_seconds=0.5, progress=False))
+    assert runs[0].losses == runs[1].losses and len(runs[0].losses) == 3
+    trained = load_teacher(str(tmp_path / "a.pt")).model.state_dict()
+    untrained = torch.load(save_random_hubert(tmp_path / "c.pt", seed=0), weights_only=True)["model"]
+    assert not torch.equal(trained["encoder.layers.0.fc1.weight"], untrained["encoder.layers.0.fc1.weight"])

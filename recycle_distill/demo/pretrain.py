@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import soundfile
 import torch
 import torch.nn.functional as F
@@ -170,13 +171,18 @@ def pretrain_teacher(
     crop = int(crop_seconds * 16000)
     bar = tqdm(range(steps), desc="pretrain teacher", unit="step", disable=not progress, dynamic_ncols=True)
     step = _training_step(model, head, optimizer, scheduler, unmasked_weight)
-    with single_thread():  # a few MB per op: two threads only wait on each other on a busy machine
-        for _ in bar:
-            loss, masked, unmasked = step(*_batch(waves, labels, batch_size, crop, generator))
-            result.losses.append(loss)
-            result.accuracies.append(masked)
-            result.unmasked_accuracies.append(unmasked)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{masked:.2f}")
+    numpy_state = np.random.get_state()
+    np.random.seed(seed)  # S3PRL draws its span masks from numpy's global generator
+    try:
+        with single_thread():  # a few MB per op: two threads only wait on each other on a busy machine
+            for _ in bar:
+                loss, masked, unmasked = step(*_batch(waves, labels, batch_size, crop, generator))
+                result.losses.append(loss)
+                result.accuracies.append(masked)
+                result.unmasked_accuracies.append(unmasked)
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{masked:.2f}")
+    finally:
+        np.random.set_state(numpy_state)
     bar.close()
     model.eval()
     checkpoint["model"] = model.state_dict()
