@@ -133,3 +133,19 @@ def test_checkpoint_format_tag_is_stable(tmp_path):
     raw = torch.load(path, weights_only=True)
     assert (raw["format"], raw["version"], raw["step"], raw["marker"]) == ("recycle-distill-train", 1, 3, 1)
     assert path.endswith("step-00000003.pt")
+
+
+def test_cuda_rng_states_are_captured_and_restored_when_cuda_is_there(monkeypatch):
+    """The CUDA branch, with CUDA's RNG calls stood in for (runs on CPU-only machines too)."""
+    cuda_states = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored: list = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = capture_rng()
+    assert state["cuda"] is cuda_states
+    restore_rng(state)
+    assert restored == [cuda_states]
+    del state["cuda"]  # a checkpoint written on a CPU-only machine
+    restore_rng(state)
+    assert restored == [cuda_states]
