@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from .coerce import TypeMismatch, coerce
 from .literal import parse_literal
 from .messages import short_repr
 from .safe_yaml import safe_load_bounded
@@ -34,14 +35,18 @@ REQUIRED_KEYS = (
     "encoder_attention_heads",
 )
 
-# Keys the reference dataclass carried that have no effect on these students' inference;
-# they are accepted (and kept for round trips) but never read.
-INERT_KEYS = (
-    "extractor_mode", "max_positions", "depthwise_conv_kernel_size", "attn_type",
-    "pos_enc_type", "fp16", "final_dim", "init_conv_layers", "init_encoder_layers",
-    "checkpoint_activations", "freeze_student_mask", "update_teacher_mask",
-    "encoder_layerdrop", "layer_type", "activation_fn", "pos_conv_depth", "tr_layer_type",
-)
+# Keys the reference dataclass carried that have no effect on these students' inference, with
+# the reference defaults. They are accepted, type-checked and kept for round trips in
+# ``StudentConfig.inert`` (readable as attributes), but are not typed fields: nothing builds
+# on them. Five of them must keep the one value these students implement (_check_values).
+INERT_DEFAULTS: dict[str, Any] = {
+    "extractor_mode": "default", "max_positions": 100000, "depthwise_conv_kernel_size": 31, "attn_type": "",
+    "pos_enc_type": "abs", "fp16": True, "final_dim": 256, "init_conv_layers": False, "init_encoder_layers": 0,
+    "checkpoint_activations": False, "freeze_student_mask": False, "update_teacher_mask": False,
+    "encoder_layerdrop": 0.0, "layer_type": "transformer", "activation_fn": "gelu", "pos_conv_depth": 1,
+    "tr_layer_type": "conv1d",
+}
+INERT_KEYS = tuple(INERT_DEFAULTS)
 
 
 MAX_LAYERS = 256
@@ -65,44 +70,27 @@ class StudentConfig:
     encoder_ffn_embed_dim: int
     encoder_attention_heads: int
 
-    extractor_mode: str = "default"
     conv_bias: bool = False
     feature_grad_mult: float = 1.0
     conv_pos: int = 128
     conv_pos_groups: int = 16
-    pos_conv_depth: int = 1
-    max_positions: int = 100000
-    layer_type: str = "transformer"
-    activation_fn: str = "gelu"
     layer_norm_first: bool = False
     layer_grad_scale: bool = False
-    depthwise_conv_kernel_size: int = 31
-    attn_type: str = ""
-    pos_enc_type: str = "abs"
-    fp16: bool = True
     reuse_pattern: Optional[list[bool]] = None
     dropout: float = 0.1
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
-    encoder_layerdrop: float = 0.0
     dropout_input: float = 0.05
-    final_dim: int = 256
     pred_head_final_dim: int = 768
     pred_head_inter_dim: int = 0
     layerwise_proj: bool = True
     pred_layer_id: list[int] = field(default_factory=lambda: [11])
-    init_conv_layers: bool = False
-    init_encoder_layers: int = 0
     enable_tr_layer: bool = False
     tr_conv1d_kernel: int = 2
     tr_layer_index: int = 0
     tr_reduce_factor: int = 2
-    tr_layer_type: str = "conv1d"
-    checkpoint_activations: bool = False
     required_seq_len_multiple: int = 1
     crop_seq_to_multiple: int = 1
-    freeze_student_mask: bool = False
-    update_teacher_mask: bool = False
 
     # Our own options (not in the reference).
     reference_batched_reuse: bool = False
@@ -110,9 +98,20 @@ class StudentConfig:
     per_utterance_cnn: bool = False
     """Run the CNN one utterance at a time so batched features equal single-utterance ones."""
 
+    inert: dict = field(default_factory=lambda: dict(INERT_DEFAULTS), repr=False)
+    """The reference's inert keys (:data:`INERT_DEFAULTS`), kept for round trips only."""
+
     def __post_init__(self) -> None:
+        self.inert = {**INERT_DEFAULTS, **self.inert}
         self._check_types()
         self._check_values()
+
+    def __getattr__(self, name: str) -> Any:
+        """Inert keys read like fields (``config.extractor_mode``); only called for missing names."""
+        inert = self.__dict__.get("inert")
+        if inert is not None and name in INERT_DEFAULTS:
+            return inert[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -127,14 +126,15 @@ class StudentConfig:
             data = data["distiller"]
             if not isinstance(data, Mapping):
                 raise ConfigError(f"{source}: 'distiller' section must be a mapping")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        typed = {f.name for f in dataclasses.fields(cls)} - {"inert"}
+        unknown = sorted(str(key) for key in set(data) - typed - set(INERT_DEFAULTS))
         if unknown:
-            logger.warning("%s: ignoring unknown distiller keys: %s", source, ", ".join(unknown))
+            logger.warning("%s: ignoring unknown distiller keys: %s", source, short_repr(", ".join(unknown), 500))
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise ConfigError(f"{source}: missing required distiller key(s): {', '.join(missing)}")
-        values = {k: v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in typed}
+        values["inert"] = {k: v for k, v in data.items() if k in INERT_DEFAULTS}
         for key in ("conv_feature_layers", "reuse_pattern", "pred_layer_id"):
             if isinstance(values.get(key), str):
                 text = values[key].strip()
@@ -153,23 +153,21 @@ class StudentConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (lists, not literal strings), accepted back by :meth:`from_dict`."""
+        """Plain-data form (lists, not literal strings; inert keys included), accepted back by
+        :meth:`from_dict`."""
         out = dataclasses.asdict(self)
+        out.update(out.pop("inert"))
         out["conv_feature_layers"] = [list(spec) for spec in self.conv_feature_layers]
         return out
 
     # ------------------------------------------------------------- validation
     def _check_types(self) -> None:
+        """Every typed field and inert key in its type (the shared rules of :mod:`recycle_distill.coerce`)."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            expected = f.type if isinstance(f.type, str) else f.type.__name__
-            ok = _matches(expected, value)
-            if not ok:
-                raise ConfigError(
-                    f"config key '{f.name}': expected {expected}, got {short_repr(value)} ({type(value).__name__})"
-                )
-            if expected == "float":
-                setattr(self, f.name, float(value))
+            if f.name != "inert":
+                setattr(self, f.name, _coerced(f.name, getattr(self, f.name), str(f.type)))
+        for key, default in INERT_DEFAULTS.items():
+            self.inert[key] = _coerced(key, self.inert[key], type(default).__name__)
 
     def _check_values(self) -> None:
         if not self.conv_feature_layers:
@@ -236,23 +234,13 @@ class StudentConfig:
         return self.encoder_embed_dim // self.encoder_attention_heads
 
 
-def _matches(expected: str, value: Any) -> bool:
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if expected == "int":
-        return is_int
-    if expected == "float":
-        return is_int or isinstance(value, float)
-    if expected == "bool":
-        return isinstance(value, bool)
-    if expected == "str":
-        return isinstance(value, str)
-    if expected == "list[int]":
-        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    if expected == "Optional[list[bool]]":
-        return value is None or (isinstance(value, list) and all(isinstance(v, bool) for v in value))
-    if expected == "list[ConvLayerSpec]":
-        return isinstance(value, list) and all(isinstance(v, tuple) for v in value)
-    raise AssertionError(f"no type check for {expected}")
+def _coerced(key: str, value: Any, annotation: str) -> Any:
+    try:
+        return coerce(value, annotation)
+    except TypeMismatch:
+        raise ConfigError(
+            f"config key '{key}': expected {annotation}, got {short_repr(value)} ({type(value).__name__})"
+        ) from None
 
 
 def load_config_dict(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple[dict, str]:

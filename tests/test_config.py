@@ -110,3 +110,37 @@ def _tiny() -> dict:
         "encoder_attention_heads": 4,
         "pred_head_final_dim": 64,
     }
+
+
+def test_inert_reference_keys_round_trip_but_are_not_typed_fields():
+    """Issue 11: the reference YAML's inert keys are kept for round trips, outside the typed fields."""
+    import dataclasses
+
+    from recycle_distill.config import INERT_DEFAULTS
+
+    names = {f.name for f in dataclasses.fields(StudentConfig)}
+    assert not names & set(INERT_DEFAULTS) and "inert" in names
+    config = StudentConfig.from_dict({**_tiny(), "fp16": False, "final_dim": 128, "encoder_layerdrop": 0.05})
+    assert (config.fp16, config.final_dim, config.encoder_layerdrop, config.max_positions) == (False, 128, 0.05, 100000)
+    again = StudentConfig.from_dict(config.to_dict())
+    assert again == config and again.to_dict()["final_dim"] == 128
+    with pytest.raises(ConfigError, match=r"^config: config key 'fp16': expected bool, got 'yes' \(str\)$"):
+        StudentConfig.from_dict({**_tiny(), "fp16": "yes"})
+    with pytest.raises(ConfigError, match="config key 'activation_fn': 'relu' is not supported"):
+        StudentConfig.from_dict({**_tiny(), "activation_fn": "relu"})
+
+
+def test_one_coercion_rule_for_both_configs():
+    """Issue 11: the student and trainer configs share recycle_distill.coerce (YAML 1.1 reads
+    '5e-3' without a dot as a string; both take it as a float now)."""
+    from recycle_distill.coerce import TypeMismatch, coerce
+    from recycle_distill.train.config import load_train_config
+
+    assert StudentConfig.from_dict({**_tiny(), "dropout": "5e-3"}).dropout == 0.005
+    config = load_train_config("maskhubert-960", ["teacher.teacher_model=t.pt", "data.audio_dir=/a",
+                                                  "optimizer.lr=5e-3", "distiller.dropout=5e-3"])
+    assert config.optimizer.lr == 0.005 and config.student.dropout == 0.005
+    assert coerce((1, 2), "list[int]") == [1, 2] and coerce(None, "Optional[list[bool]]") is None
+    for value, annotation in ((True, "int"), (1, "bool"), ("x", "float"), ([1, True], "list[int]"), (None, "int")):
+        with pytest.raises(TypeMismatch):
+            coerce(value, annotation)

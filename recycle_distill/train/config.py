@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from ..builder import resolve_config
+from ..coerce import TypeMismatch, coerce
 from ..config import ConfigError, StudentConfig, load_config_dict
 from ..messages import short_repr
 from ..sample_rate import SAMPLE_RATE
@@ -211,31 +212,13 @@ def _build_section(cls: type, values: Mapping[str, Any], name: str, where: str) 
 
 
 def _coerce(value: Any, spec: dataclasses.Field, key: str, where: str) -> Any:
-    annotation = str(spec.type)
-    if value is None:
-        if "Optional" in annotation:
-            return None
-        raise ConfigError(f"{where}: '{key}' may not be empty")
-    base = annotation.replace("Optional[", "").rstrip("]")
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if base == "bool" and isinstance(value, bool):
-        return value
-    if base == "int" and is_int:
-        return value
-    if base == "float" and (is_int or isinstance(value, float)):
-        return float(value)
-    if base == "float" and isinstance(value, str):
-        try:  # YAML 1.1 reads '5e-3' (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if base == "str" and isinstance(value, str):
-        return value
-    if base == "list" and isinstance(value, (list, tuple)):
-        return list(value)
-    if base == "list" and isinstance(value, str):
-        return [value]
-    raise ConfigError(f"{where}: '{key}' expects {base}, got {short_repr(value)}")
+    """The value in its key's type (the shared rules of :func:`recycle_distill.coerce.coerce`)."""
+    try:
+        return coerce(value, str(spec.type))
+    except TypeMismatch as err:
+        if value is None:
+            raise ConfigError(f"{where}: '{key}' may not be empty") from None
+        raise ConfigError(f"{where}: '{key}' expects {err.expected}, got {short_repr(value)}") from None
 
 
 def _apply_override(data: dict, item: str) -> None:
