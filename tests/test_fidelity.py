@@ -18,10 +18,9 @@ def _no_grad():
         yield
 
 
-@pytest.fixture(autouse=True)
-def _both_fast_paths(fast_paths):
-    """Each test runs as shipped and with the fast-path thresholds shrunk (blocked / per-utterance branches)."""
-    return fast_paths
+# Every comparison below takes ``fast_paths``: it runs as shipped and again with the fast-path
+# thresholds shrunk (conftest.FAST_PATH_THRESHOLDS), so ~1 s fixtures take the row-blocked
+# attention and the per-utterance branches too.
 
 GOLDEN = sorted(p.name for p in FIXTURES.glob("*golden_tiny_*.pt") if "masked" not in p.name)
 MASKED = sorted(p.name for p in FIXTURES.glob("*_masked.pt"))
@@ -60,7 +59,7 @@ def _check_against(output, reference: dict, what: str, family: str):
 
 @pytest.mark.parametrize("name", GOLDEN)
 @pytest.mark.parametrize("reference_batched_reuse", [False, True])
-def test_single_utterances_match_in_both_modes(name, reference_batched_reuse):
+def test_single_utterances_match_in_both_modes(name, reference_batched_reuse, fast_paths):
     fixture = load_fixture(name)
     model = _model(fixture, fixture_family(name), reference_batched_reuse=reference_batched_reuse)
     for index, wave in enumerate(fixture["wavs"]):
@@ -69,7 +68,7 @@ def test_single_utterances_match_in_both_modes(name, reference_batched_reuse):
 
 
 @pytest.mark.parametrize("name", GOLDEN)
-def test_batched_outputs_match(name):
+def test_batched_outputs_match(name, fast_paths):
     """mask/star in default mode; ARMHuBERT in reference-pairing mode (docs/students.md §9)."""
     fixture = load_fixture(name)
     family = fixture_family(name)
@@ -79,7 +78,7 @@ def test_batched_outputs_match(name):
 
 
 @pytest.mark.parametrize("name", MASKED)
-def test_masked_forward_matches(name):
+def test_masked_forward_matches(name, fast_paths):
     fixture = load_fixture(name)
     family = fixture_family(name)
     model = _model(fixture, family, reference_batched_reuse=family == "armhubert")
@@ -95,7 +94,7 @@ def test_masked_forward_matches(name):
     assert (unmasked.projections[-1] - output.projections[-1]).abs().max() > 1e-3
 
 
-def test_full_layers_hand_on_the_reference_attention_maps():
+def test_full_layers_hand_on_the_reference_attention_maps(fast_paths):
     fixture = load_fixture("golden_tiny_armhubert.pt")
     model = _model(fixture, "armhubert", reference_batched_reuse=True)
     captured = {}
@@ -121,7 +120,7 @@ def test_reference_pairing_is_the_documented_permutation():
     assert torch.equal(reference_pairing(probs[:1]), probs[:1])
 
 
-def test_default_pairing_keeps_utterances_independent():
+def test_default_pairing_keeps_utterances_independent(fast_paths):
     """The longest (unpadded) item of a batch equals its single run only with correct pairing."""
     fixture = load_fixture("golden_tiny_armhubert.pt")
     batch, lengths = pad_waveforms(fixture["wavs"])
@@ -133,7 +132,7 @@ def test_default_pairing_keeps_utterances_independent():
 
 
 @pytest.mark.parametrize("family", ["armhubert", "maskhubert", "starhubert"])
-def test_per_utterance_cnn_makes_batched_equal_single(family):
+def test_per_utterance_cnn_makes_batched_equal_single(family, fast_paths):
     fixture = load_fixture(f"golden_tiny_{family}.pt")
     model = _model(fixture, family, per_utterance_cnn=True)
     batch, lengths = pad_waveforms(fixture["wavs"])

@@ -94,6 +94,7 @@ ARMHUBERT_1S_FLOPS = 4_028_819_840
 HUBERT_BASE_1S_FLOPS = 13_734_238_208 + 12 * 2 * 2 * 12 * 49 * 49 * 64
 
 
+@pytest.mark.slow  # two full-size models, twice each
 def test_flop_counts_are_exact(capsys):
     import json
 
