@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import yaml
 
+from ..safe_yaml import safe_load_bounded
+
 __all__ = ["Release", "RELEASES", "PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card"]
 
 
@@ -173,4 +175,4 @@ def read_card_metadata(text: str) -> dict[str, Any]:
     """The front matter of a card written by :func:`model_card`."""
     if not text.startswith("---\n"):
         raise ValueError("no YAML front matter")
-    return yaml.safe_load(text[4:text.index("\n---\n", 4)])
+    return safe_load_bounded(text[4:text.index("\n---\n", 4)])
