@@ -63,3 +63,24 @@ def test_export_keeps_only_the_last_head_renumbered(tmp_path):
     assert {key.split(".")[1] for key in heads} == {"0"}
     assert torch.equal(heads["proj_head.0.lin_proj.weight"], model.state_dict()["proj_head.3.lin_proj.weight"])
     assert torch.equal(saved["encoder.tr_layer.conv.weight"], model.state_dict()["encoder.tr_layer.conv.weight"])
+
+
+def test_export_metadata_names_the_kept_head_and_other_families_keep_theirs(tmp_path):
+    from recycle_distill.checkpoint import read_compact
+
+    torch.manual_seed(0)
+    model = build_student(tiny_distiller("fithubert"), family="fithubert")
+    path = export_student(str(tmp_path / "s.safetensors"), model, "fithubert", delete_projections=True)
+    state, family, config = read_compact(path)
+    assert family == "fithubert" and config["pred_layer_id"] == [3] and config["encoder_layers"] == 4
+    assert model.config.pred_layer_id == [0, 1, 2, 3], "the live model is not changed"
+    assert set(state) == {k for k in model.state_dict() if not k.startswith("proj_head.")} | {
+        "proj_head.0.lin_proj.weight", "proj_head.0.lin_proj.bias", "proj_head.0.upsample.conv.weight",
+        "proj_head.0.upsample.conv.bias"}
+    kept = export_student(str(tmp_path / "all.safetensors"), model, "fithubert", delete_projections=False)
+    state, _, config = read_compact(kept)
+    assert config["pred_layer_id"] == [0, 1, 2, 3] and set(state) == set(model.state_dict())
+    arm = build_student(tiny_distiller("armhubert"), family="armhubert")
+    with pytest.raises(ValueError, match="^delete_projections: armhubert's S3PRL features are its heads; keep them$"):
+        export_student(str(tmp_path / "arm.safetensors"), arm, "armhubert", delete_projections=True)
+    assert not (tmp_path / "arm.safetensors").exists()

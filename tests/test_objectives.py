@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -311,3 +312,82 @@ def test_star_noise_in_the_padded_samples_leaves_the_loss_unchanged(monkeypatch)
         b = objective.training_loss(student, teacher(), AudioBatch(noisy, lengths, torch.arange(2))).total
     assert float(a) > 0
     torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------ the masking objective's masks
+def test_masks_use_the_configured_span_rule_and_one_stream_per_utterance(monkeypatch):
+    """What reaches the teacher's span masking: config.teacher's rule, each row alone, its own seed."""
+    from recycle_distill.train.objectives import utterance_seed
+
+    config = load_train_config({
+        "family": "maskhubert", "data": {"libri_root": "/nonexistent"}, "train": {"distil_random_layer": 3, "seed": 5},
+        "teacher": {"teacher_model": str(TEACHER), "mask_prob": 0.65, "mask_length": 7, "mask_selection": "normal",
+                    "mask_other": 2.0, "no_mask_overlap": False, "mask_min_space": 3},
+        "distiller": dict(load("loss_tiny_maskhubert")["config"]),
+    })
+    objective = build_objective(config, [0, 1, 2, 3])
+    objective.set_epoch(2)
+    calls = []
+
+    def record(padding, config=None, generator=None):
+        calls.append((padding.clone(), config, generator.get_state()[1].copy()))
+        return torch.full(padding.shape, len(calls) == 2)
+
+    monkeypatch.setattr(teacher(), "compute_mask_indices", record)
+    batch = AudioBatch(torch.zeros(2, 16000), torch.tensor([16000, 9000]), torch.tensor([41, 3]))
+    mask = objective.mask_indices(teacher(), batch)
+    assert mask.shape == (2, 49) and mask.dtype == torch.bool
+    assert mask[1].all() and not mask[0].any(), "row i of the mask is utterance i's draw"
+    frames = teacher().frame_padding_mask(batch.lengths, 16000)
+    for row, (padding, span, state) in enumerate(calls):
+        assert torch.equal(padding, frames[row : row + 1])
+        assert (span.mask_prob, span.mask_length, span.selection, span.other, span.no_overlap, span.min_space) == (
+            0.65, 7, "normal", 2.0, False, 3)
+        expected = np.random.RandomState(utterance_seed(5, 2, int(batch.indices[row]))).get_state()[1]
+        assert np.array_equal(state, expected)
+
+
+def test_a_masks_draw_depends_on_the_utterance_not_on_its_batch():
+    fixture = load("loss_tiny_maskhubert")
+    config = train_config("maskhubert", fixture["config"])
+    objective = build_objective(config, [0, 1, 2, 3])
+    objective.set_epoch(0)
+    waves = torch.randn(3, 16000) * 0.1
+    together = objective.mask_indices(teacher(), AudioBatch(waves, torch.full((3,), 16000), torch.tensor([7, 8, 9])))
+    alone = objective.mask_indices(teacher(), AudioBatch(waves[2:], torch.tensor([16000]), torch.tensor([9])))
+    assert torch.equal(together[2:], alone)
+    assert not torch.equal(together[0], together[1])
+    objective.set_epoch(1)
+    assert not torch.equal(objective.mask_indices(teacher(), AudioBatch(waves[2:], torch.tensor([16000]), torch.tensor([9]))), alone)
+    fraction = float(together.float().mean())
+    assert 0.5 <= fraction <= 0.95, fraction  # mask_prob 0.8 of the frames as span starts, spans overlap
+
+
+@pytest.mark.parametrize("name", MASKING_FIXTURES)
+def test_masking_validation_loss_equals_the_recorded_one(name):
+    """Both models unmasked, the student in eval mode: the original's recorded validation loss."""
+    fixture = load(name)
+    student = fixture_student(fixture).eval()
+    objective = masking_objective(fixture, student)
+    with torch.no_grad():
+        result = objective.validation_loss(student, teacher(), fixture_batch(fixture))
+    torch.testing.assert_close(result.total, fixture["val"]["v_loss"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(result.terms["hint_loss"] + result.terms["rec_loss"], result.total)
+    padded = masking_objective(fixture, student, exclude_padding=True)
+    with torch.no_grad():
+        excluded = padded.validation_loss(student, teacher(), fixture_batch(fixture)).total
+    assert float(excluded) != pytest.approx(float(result.total), rel=1e-4), "exclude_padding reaches validation"
+
+
+def test_star_validation_loss_is_the_training_loss():
+    student, objective = _star_setup()
+    torch.manual_seed(5)
+    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]), torch.arange(2))
+    batch.waveforms[1, 12000:] = 0
+    with torch.no_grad():
+        train = objective.training_loss(student, teacher(), batch)
+        valid = objective.validation_loss(student, teacher(), batch)
+    assert float(train.total) > 0
+    torch.testing.assert_close(valid.total, train.total, rtol=0, atol=0)
+    assert set(valid.terms) == {"layerwise_loss", "intra_layer_loss"}
+    torch.testing.assert_close(valid.terms["layerwise_loss"] + valid.terms["intra_layer_loss"], valid.total)
