@@ -87,3 +87,89 @@ def test_cut_helpers_error_messages():
     with pytest.raises(ValueError, match=re.escape("m: expected a (B, T) mask with B=2, got shape (1, 6)")):
         cut_mask(torch.zeros(1, 6, dtype=torch.bool), 2, 6, "m")
     assert cut_mask(None, 2, 6, "m") is None
+
+
+def _err(call, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        call()
+    assert str(caught.value) == message
+
+
+def test_every_shape_error_names_the_argument_and_shapes():
+    from recycle_distill.losses import hint_loss
+    from recycle_distill.losses.hints import layer_mse
+    from recycle_distill.losses.star import gram_distance, temporal_gram
+
+    s, t = _layers(0), _layers(1)
+    _err(lambda: masking_distillation_loss([], [], [], _mask(), []), "student_layers is empty")
+    _err(lambda: masking_distillation_loss([s[0], torch.zeros(2, 5, 4)], t[:2], t[:2], _mask(), []),
+         "student_layers[1] has shape (2, 5, 4), expected (B, T, D) = (2, 6, D)")
+    _err(lambda: masking_distillation_loss([s[0], torch.zeros(2, 6)], t[:2], t[:2], _mask(), []),
+         "student_layers[1] has shape (2, 6), expected (B, T, D) = (2, 6, D)")
+    _err(lambda: masking_distillation_loss(s, t[:2], t, _mask(), []),
+         "teacher_unmasked_layers has 2 entries, student_layers has 3: map them first")
+    _err(lambda: masking_distillation_loss(s, t, [t[0], t[1], torch.zeros(6, 2, 4)], _mask(), []),
+         "teacher_masked_layers[2] has shape (6, 2, 4); the student's is (2, 6, 4) (is it time-major? transpose to (B, T, D))")
+    _err(lambda: masking_distillation_loss(s, t, [t[0], t[1], torch.zeros(2, 5, 4)], _mask(), []),
+         "teacher_masked_layers[2] has 5 frames, fewer than the student's 6")
+    _err(lambda: masking_distillation_loss(s, t, t, _mask(), [2]),
+         "hint_layers holds 2, the last layer: it is always the reconstruction layer")
+    _err(lambda: masking_distillation_loss(s, t, t, _mask(), [3]), "hint_layers holds 3; expected 0-based indices in [0, 2)")
+    _err(lambda: masking_distillation_loss(s, t, t, _mask(), [-1]), "hint_layers holds -1; expected 0-based indices in [0, 2)")
+    _err(lambda: masking_distillation_loss(s, t, t, _mask(), [1, 1]), "hint_layers has repeats: [1, 1]")
+    _err(lambda: temporal_gram(s[0], normalization="l2"),
+         "normalization must be one of ('none', 'dim', 'cosine'), got 'l2'")
+    _err(lambda: temporal_gram(s[0], torch.zeros(2, 6, 5)), "expected two (B, T, D) tensors of one shape, got (2, 6, 4) and (2, 6, 5)")
+    _err(lambda: temporal_gram(torch.zeros(6, 4)), "expected two (B, T, D) tensors of one shape, got (6, 4) and (6, 4)")
+    _err(lambda: gram_distance(torch.zeros(2, 6, 6), torch.zeros(2, 6, 6), torch.ones(2, 6, dtype=torch.bool), "max"),
+         "reduction must be one of ('mean', 'sum'), got 'max'")
+    _err(lambda: star_loss(s, t), "student_inputs is required for the intra-layer term (pass intra_weight=0 to skip it)")
+    _err(lambda: star_loss(s, t, student_inputs=s[0]), "teacher_inputs is required for the intra-layer term (pass intra_weight=0 to skip it)")
+    _err(lambda: star_loss(s, t, student_inputs=s[:2], teacher_inputs=t[0]),
+         "student_inputs has 2 entries, expected one per layer (3)")
+    _err(lambda: star_loss(s, t, student_inputs=s[0], teacher_inputs=[t[0], t[1], torch.zeros(2, 5, 4)]),
+         "teacher_inputs[2] has 5 frames, fewer than the student's 6")
+    _err(lambda: star_loss(s, t[:2], intra_weight=0), "teacher_layers has 2 entries, student_layers 3: map them first")
+    _err(lambda: star_loss(s, [t[0], t[1], torch.zeros(2, 5, 4)], intra_weight=0), "teacher_layers[2] has 5 frames, fewer than the student's 6")
+    _err(lambda: star_loss(s, [t[0], t[1], torch.zeros(3, 6, 4)], intra_weight=0),
+         "teacher_layers[2] has shape (3, 6, 4), expected (B, T, D)")
+    _err(lambda: star_loss(s, [t[0], t[1], torch.zeros(2, 6)], intra_weight=0), "teacher_layers[2] has shape (2, 6), expected (B, T, D)")
+    _err(lambda: star_loss(s, t, intra_weight=0, padding_mask=torch.zeros(2, 6)), "padding_mask: expected a bool mask, got torch.float32")
+    _err(lambda: layer_mse(torch.zeros(2, 6), torch.zeros(2, 6)), "pred: expected (B, T, D), got shape (2, 6)")
+    _err(lambda: layer_mse(s[0], torch.zeros(2, 6, 5)), "target has shape (2, 6, 5), pred (2, 6, 4) (time-major? transpose)")
+    _err(lambda: hint_loss([]), "pairs is empty")
+    _err(lambda: fithubert_hint_loss(s, t[:2]), "3 student heads but 2 teacher layers: map them first")
+    _err(lambda: masking_distillation_loss(s, [t[0], t[1], torch.zeros(2, 6, 4)[:, :5]], t, _mask(), []),
+         "teacher_unmasked_layers[2] has 5 frames, fewer than the student's 6")
+
+
+def test_a_single_layer_is_all_reconstruction():
+    s, t = _layers(0, count=1), _layers(1, count=1)
+    total, terms = masking_distillation_loss(s, t, t, _mask(), [])
+    assert float(terms["hint_loss"]) == 0.0
+    torch.testing.assert_close(total, ((s[0] - t[0]).square().mean()), rtol=1e-6, atol=0)
+
+
+def test_the_reduction_dtype_follows_every_input():
+    """float64 anywhere (student, either teacher run) makes the whole loss float64."""
+    for position in range(3):
+        lists = [_layers(seed) for seed in range(3)]
+        lists[position] = [layer.double() for layer in lists[position]]
+        total, _ = masking_distillation_loss(*lists, _mask(), [0])
+        assert total.dtype == torch.float64, position
+    s, t = _layers(0), _layers(1)
+    assert star_loss([x.double() for x in s], t, intra_weight=0)[0].dtype == torch.float64
+    assert star_loss(s, [x.double() for x in t], intra_weight=0)[0].dtype == torch.float64
+    assert validation_loss([x.double() for x in s], t, [0])[0].dtype == torch.float64
+    assert validation_loss(s, [x.double() for x in t], [0])[0].dtype == torch.float64
+
+
+def test_one_valid_frame_counts_once():
+    """An utterance with a single valid frame: divided by 1 frame (masking) and 1 pair (STaR)."""
+    s, t = _layers(0, count=1, shape=(1, 3, 4)), _layers(1, count=1, shape=(1, 3, 4))
+    padding = torch.tensor([[False, True, True]])
+    total, _ = masking_distillation_loss(s, t, t, torch.zeros(1, 3, dtype=torch.bool), [], padding_mask=padding)
+    torch.testing.assert_close(total, (s[0][0, 0] - t[0][0, 0]).square().mean(), rtol=1e-6, atol=0)
+    total, _ = star_loss(s, t, intra_weight=0, padding_mask=padding, normalization="none")
+    expected = (s[0][0, 0] @ s[0][0, 0] - t[0][0, 0] @ t[0][0, 0]).square()
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=0)
