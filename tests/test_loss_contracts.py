@@ -173,3 +173,13 @@ def test_one_valid_frame_counts_once():
     total, _ = star_loss(s, t, intra_weight=0, padding_mask=padding, normalization="none")
     expected = (s[0][0, 0] @ s[0][0, 0] - t[0][0, 0] @ t[0][0, 0]).square()
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=0)
+
+
+def test_validation_loss_without_hints_and_its_shape_errors():
+    s, t = _layers(0), _layers(1)
+    total, terms = validation_loss(s, t, [])
+    assert float(terms["hint_loss"]) == 0.0 and terms["hint_loss"].shape == ()
+    torch.testing.assert_close(total, terms["rec_loss"])
+    _err(lambda: validation_loss(s, t[:2], []), "teacher_layers has 2 entries, student_layers has 3: map them first")
+    _err(lambda: fithubert_hint_loss(s, [t[0], t[1], torch.zeros(2, 5, 4)]), "target has 5 frames, fewer than the student's 6")
+    _err(lambda: fithubert_hint_loss(s, t, padding_mask=torch.zeros(2, 6)), "padding_mask: expected a bool mask, got torch.float32")

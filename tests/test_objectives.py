@@ -391,3 +391,58 @@ def test_star_validation_loss_is_the_training_loss():
     torch.testing.assert_close(valid.total, train.total, rtol=0, atol=0)
     assert set(valid.terms) == {"layerwise_loss", "intra_layer_loss"}
     torch.testing.assert_close(valid.terms["layerwise_loss"] + valid.terms["intra_layer_loss"], valid.total)
+
+
+# ------------------------------------------------------------------ configured weights reach every loss
+def test_configured_weights_reach_the_masking_losses():
+    fixture = load("loss_tiny_maskhubert")
+    student = fixture_student(fixture)
+    objective = masking_objective(fixture, student, random_layer_weight=0.3, rec_loss_weight=2.0)
+    result = objective.training_loss(student, teacher(), fixture_batch(fixture))
+    terms = result.terms
+    torch.testing.assert_close(terms["hint_loss"], 0.3 * (terms["mask_hint_loss"] + terms["unmask_hint_loss"]))
+    torch.testing.assert_close(terms["rec_loss"], 2.0 * (terms["mask_rec_loss"] + terms["unmask_rec_loss"]))
+    with torch.no_grad():
+        valid = objective.validation_loss(student.eval(), teacher(), fixture_batch(fixture))
+        plain = masking_objective(fixture, student).validation_loss(student, teacher(), fixture_batch(fixture))
+    torch.testing.assert_close(valid.terms["hint_loss"], 3.0 * plain.terms["hint_loss"])
+    torch.testing.assert_close(valid.terms["rec_loss"], 2.0 * plain.terms["rec_loss"])
+
+
+def test_configured_weights_and_padding_reach_the_fithubert_loss():
+    _, student, objective, batch = _fit_setup(random_layer_weight=0.3, rec_loss_weight=2.0)
+    result = objective.training_loss(student, teacher(), batch)
+    assert set(result.terms) == {f"layer_{k}_loss" for k in range(4)}
+    expected = 0.3 * sum(result.terms[f"layer_{k}_loss"] for k in range(3)) + 2.0 * result.terms["layer_3_loss"]
+    torch.testing.assert_close(result.total, expected)
+    _, student, padded, batch = _fit_setup(exclude_padding=True)
+    _, _, reference, _ = _fit_setup()
+    assert float(padded.training_loss(student, teacher(), batch).total) != pytest.approx(
+        float(reference.training_loss(student, teacher(), batch).total), rel=1e-4)
+
+
+def test_student_frames_follow_crop_and_a_ddp_wrapper():
+    from recycle_distill.train.objectives import _student_frames
+
+    model = recycle_distill.build_student(tiny_distiller("maskhubert", crop_seq_to_multiple=2), family="maskhubert")
+    batch = AudioBatch(torch.zeros(1, 16000), torch.tensor([16000]), torch.tensor([0]))
+    assert _student_frames(model, batch) == 48  # 49 CNN frames cropped to a multiple of 2
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert _student_frames(Wrapped(model), batch) == 48
+
+
+def test_objectives_start_without_hint_layers_and_seeds_are_stable():
+    """Hint layers exist only once an epoch is set; the per-utterance mask seed is SHA-256 based (resume-stable)."""
+    import hashlib
+
+    from recycle_distill.train.objectives import utterance_seed
+
+    objective = build_objective(train_config("maskhubert", load("loss_tiny_maskhubert")["config"]), [0, 1, 2, 3])
+    assert objective.hint_layers == []
+    digest = hashlib.sha256(b"1337/4/12").digest()
+    assert utterance_seed(1337, 4, 12) == digest[0] + 256 * digest[1] + 65536 * digest[2] + 16777216 * digest[3]

@@ -149,3 +149,9 @@ def test_cuda_rng_states_are_captured_and_restored_when_cuda_is_there(monkeypatc
     del state["cuda"]  # a checkpoint written on a CPU-only machine
     restore_rng(state)
     assert restored == [cuda_states]
+
+
+def test_latest_checkpoint_of_an_empty_folder_is_none_and_otherwise_the_highest_step(tmp_path):
+    assert latest_checkpoint(str(tmp_path)) is None
+    _touch_steps(tmp_path, [5, 30, 200])
+    assert latest_checkpoint(str(tmp_path)).endswith("step-00000200.pt")
