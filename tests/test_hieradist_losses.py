@@ -107,3 +107,52 @@ def test_shape_errors_name_the_shapes():
         acoustic_contrastive_loss(torch.zeros(3, 4), torch.zeros(3, 5))
     with pytest.raises(ValueError, match="padding_mask"):
         linguistic_regression_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- contracts (mutation testing)
+def test_negative_count_boundary():
+    assert num_acd_negatives(700) == 560 and num_acd_negatives(701) == 700
+    assert num_acd_negatives(10, num_negatives=5) == 5 and num_acd_negatives(5, num_negatives=5) == 4
+
+
+def test_defaults_are_700_negatives_and_temperature_0_02():
+    gen = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(701, 4, generator=gen), torch.randn(701, 4, generator=gen)
+    idx = torch.stack([torch.randperm(701, generator=gen)[:700] for _ in range(701)])
+    default, _ = acoustic_contrastive_loss(student, teacher, negative_indices=idx)
+    explicit, _ = acoustic_contrastive_loss(student, teacher, num_negatives=700, temperature=0.02, negative_indices=idx)
+    assert default.item() == explicit.item()
+    other, _ = acoustic_contrastive_loss(student, teacher, temperature=1.0, negative_indices=idx)
+    assert other.item() != pytest.approx(default.item(), rel=1e-3)
+
+
+def test_num_negatives_is_passed_through():
+    student, teacher = torch.randn(10, 4), torch.randn(10, 4)
+    idx = torch.stack([torch.roll(torch.arange(10), -(n + 1))[:5] for n in range(10)])
+    loss, _ = acoustic_contrastive_loss(student, teacher, num_negatives=5, negative_indices=idx)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"^negative_indices must be \(N, K\) = \(10, 8\), got \(10, 5\)$"):
+        acoustic_contrastive_loss(student, teacher, negative_indices=idx)
+
+
+def test_sampling_follows_the_generator_only():
+    from recycle_distill.losses.hieradist import _sample_negatives
+
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global generator must not matter
+        draws.append(_sample_negatives(12, 9, torch.device("cpu"), torch.Generator().manual_seed(7)))
+    assert torch.equal(draws[0], draws[1])
+    assert not torch.equal(draws[0], _sample_negatives(12, 9, torch.device("cpu"), torch.Generator().manual_seed(8)))
+    torch.manual_seed(3)
+    unseeded = _sample_negatives(12, 9, torch.device("cpu"), None)
+    assert unseeded.shape == (12, 9) and all(len(set(row.tolist())) == 9 for row in unseeded)
+    loss, accuracy = acoustic_contrastive_loss(torch.randn(12, 4), torch.randn(12, 4))  # no generator
+    assert torch.isfinite(loss) and 0.0 <= accuracy <= 1.0
+
+
+def test_lrd_takes_integer_masks_and_keeps_the_student_dtype():
+    student = torch.zeros(1, 3, 2)
+    teacher = torch.ones(1, 3, 2, dtype=torch.float64)
+    loss = linguistic_regression_loss(student, teacher, torch.tensor([[0, 0, 1]]))
+    assert loss.item() == 4.0 and loss.dtype == torch.float32

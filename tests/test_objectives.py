@@ -446,3 +446,36 @@ def test_objectives_start_without_hint_layers_and_seeds_are_stable():
     assert objective.hint_layers == []
     digest = hashlib.sha256(b"1337/4/12").digest()
     assert utterance_seed(1337, 4, 12) == digest[0] + 256 * digest[1] + 65536 * digest[2] + 16777216 * digest[3]
+
+
+# ------------------------------------------------------------------ wiring (mutation testing)
+def test_build_objective_knows_layer_hints():
+    from recycle_distill.train.layer_hints import LayerHintsObjective
+
+    config = train_config("maskhubert", tiny_distiller("maskhubert"), objective="layer_hints")
+    assert isinstance(build_objective(config, [0, 1, 2, 3]), LayerHintsObjective)
+
+
+def test_upstream_teacher_first_input_is_its_state_0():
+    from types import SimpleNamespace
+
+    from recycle_distill.train.objectives import _teacher_with_encoder_input
+
+    states = [torch.full((1, 2, 3), float(i)) for i in range(3)]
+
+    class UpstreamLike:
+        kind = "upstream"
+
+        def __call__(self, waveforms, lengths):
+            return SimpleNamespace(layer_results=states)  # no encoder_input: S3PRL upstreams have none
+
+    batch = SimpleNamespace(waveforms=torch.zeros(1, 400), lengths=torch.tensor([400]))
+    _, first_input = _teacher_with_encoder_input(UpstreamLike(), batch)
+    assert first_input is states[0]
+
+    class ModelLike:
+        def __call__(self, waveforms, lengths):
+            return SimpleNamespace(layer_results=states, encoder_input=torch.ones(1))
+
+    _, first_input = _teacher_with_encoder_input(ModelLike(), batch)
+    assert torch.equal(first_input, torch.ones(1))
