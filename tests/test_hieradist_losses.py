@@ -156,3 +156,23 @@ def test_lrd_takes_integer_masks_and_keeps_the_student_dtype():
     teacher = torch.ones(1, 3, 2, dtype=torch.float64)
     loss = linguistic_regression_loss(student, teacher, torch.tensor([[0, 0, 1]]))
     assert loss.item() == 4.0 and loss.dtype == torch.float32
+
+
+def test_acd_sampling_uses_the_given_generator():
+    student, teacher = torch.randn(12, 4), torch.randn(12, 4)
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        losses.append(acoustic_contrastive_loss(student, teacher, generator=torch.Generator().manual_seed(5))[0].item())
+    assert losses[0] == losses[1]
+
+
+def test_acd_norm_floor_and_teacher_dtype():
+    # A student row of norm 1e-8 is divided by the 1e-6 floor, not blown up to unit length.
+    student = torch.tensor([[1e-8, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # cast to the student's dtype
+    loss, _ = acoustic_contrastive_loss(student, teacher, temperature=1.0, negative_indices=torch.tensor([[1], [0]]))
+    row0 = math.log(math.exp(0.01) + math.exp(0.0)) - 0.01  # cosines 1e-8 / 1e-6 = 0.01 and 0
+    row1 = math.log(math.exp(1.0) + math.exp(0.0)) - 1.0
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(row0 + row1, rel=1e-5)
