@@ -176,3 +176,7 @@ def test_acd_norm_floor_and_teacher_dtype():
     row1 = math.log(math.exp(1.0) + math.exp(0.0)) - 1.0
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(row0 + row1, rel=1e-5)
+    # The same floor on the teacher side.
+    loss, _ = acoustic_contrastive_loss(teacher.float(), student.double(), temperature=1.0,
+                                        negative_indices=torch.tensor([[1], [0]]))
+    assert loss.item() == pytest.approx(row0 + row1, rel=1e-5)
