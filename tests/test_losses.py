@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import recycle_distill
+from recycle_distill.models.key_layout import to_released_key
 from recycle_distill.losses import (
     MASKING_TERMS,
     STAR_NORMALIZATIONS,
@@ -131,7 +132,8 @@ def test_training_step_matches_reference(name: str) -> None:
 
     total.backward()
     worst = 0.0
-    named = dict(model.named_parameters())
+    # Gradients were recorded under the released key names (docs/students.md, "Key layout").
+    named = {to_released_key(name): param for name, param in model.named_parameters()}
     assert set(named) == set(fixture["grads"]), "every recorded gradient has a parameter of the same name"
     largest = max(float(g.abs().max()) for g in fixture["grads"].values())
     for param_name, param in named.items():

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import StudentConfig
 from ..modules.feature_extractor import ConvFeatureExtractor
+from .key_layout import rename_keys, to_module_key, to_released_key
 from ..modules.grad import grad_multiply
 from ..modules.heads import ProjectionHead
 from ..modules.masks import conv_output_lengths, lengths_to_padding_mask, optional_mask
@@ -48,6 +49,14 @@ class StudentOutput:
         return self.hidden_states[-1]
 
 
+def _to_released_layout(module: nn.Module, state_dict, prefix: str, local_metadata) -> None:
+    rename_keys(state_dict, prefix, to_released_key)
+
+
+def _from_released_layout(module: nn.Module, state_dict, prefix: str, *args) -> None:
+    rename_keys(state_dict, prefix, to_module_key)
+
+
 class StudentModel(nn.Module):
     """Shared student: ``CNN -> LayerNorm -> [proj] -> [mask_emb] -> encoder -> [heads]``.
 
@@ -71,6 +80,9 @@ class StudentModel(nn.Module):
         self.encoder = self.build_encoder(config)
         self.layer_norm = nn.LayerNorm(cnn_dim)
         self.proj_head = self.build_heads(config)
+        # state_dict() speaks the released checkpoints' key layout; loading accepts it.
+        self.register_state_dict_post_hook(_to_released_layout)
+        self.register_load_state_dict_pre_hook(_from_released_layout)
 
     # ---------------------------------------------------------------- blocks
     def build_layers(self, config: StudentConfig) -> list[nn.Module]:

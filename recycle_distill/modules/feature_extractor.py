@@ -23,11 +23,39 @@ class Fp32GroupNorm(nn.GroupNorm):
         return out.type_as(x)
 
 
+class ConvBlock(nn.Module):
+    """``Conv1d -> [GroupNorm(dim, dim)] -> GELU`` over (B, C, T).
+
+    The released checkpoints number these parts (``0`` conv, ``2`` norm);
+    :mod:`recycle_distill.models.key_layout` maps the names.
+    """
+
+    def __init__(self, in_channels: int, dim: int, kernel: int, stride: int, conv_bias: bool, norm: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, dim, kernel, stride=stride, bias=conv_bias)
+        self.norm = Fp32GroupNorm(dim, dim, affine=True) if norm else None
+        self.activation = nn.GELU()
+
+    def parts(self) -> list[nn.Module]:
+        """The modules in the order they run."""
+        return [m for m in (self.conv, self.norm, self.activation) if m is not None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self.parts():
+            x = module(x)
+        return x
+
+
+def block_parts(block: nn.Module) -> list[nn.Module]:
+    """A CNN block's modules in order: ours (:class:`ConvBlock`) or an S3PRL ``Sequential``."""
+    return block.parts() if isinstance(block, ConvBlock) else list(block)
+
+
 class ConvFeatureExtractor(nn.Module):
     """Stack of 1-D convolutions turning a waveform into frames.
 
-    Block ``i`` is ``Conv1d(no bias) -> Dropout -> [GroupNorm(dim, dim) on block 0] -> GELU``;
-    the Sequential indices (0 conv, 2 norm) keep the reference state-dict names.
+    Block ``i`` is ``Conv1d(no bias) -> [GroupNorm(dim, dim) on block 0] -> GELU``
+    (:class:`ConvBlock`; the reference's dropout in each block has p = 0 and is left out).
 
     CPU inference (no autograd) runs the blocks as oneDNN convolutions on (B, C, 1, T)
     tensors in channels-last memory (time-major, channels innermost): 1.3-2x faster per
@@ -48,11 +76,7 @@ class ConvFeatureExtractor(nn.Module):
         blocks = []
         in_channels = 1
         for index, (dim, kernel, stride) in enumerate(layers):
-            parts: list[nn.Module] = [nn.Conv1d(in_channels, dim, kernel, stride=stride, bias=conv_bias), nn.Dropout(0.0)]
-            if index == 0:
-                parts.append(Fp32GroupNorm(dim, dim, affine=True))
-            parts.append(nn.GELU())
-            blocks.append(nn.Sequential(*parts))
+            blocks.append(ConvBlock(in_channels, dim, kernel, stride, conv_bias, norm=index == 0))
             in_channels = dim
         self.conv_layers = nn.ModuleList(blocks)
         self.kernel_strides = [(kernel, stride) for _, kernel, stride in layers]
@@ -66,14 +90,14 @@ class ConvFeatureExtractor(nn.Module):
 def run_conv_blocks(conv_layers: nn.ModuleList, waveforms: Tensor) -> Tensor:
     """Run wav2vec 2.0-style CNN blocks on (B, S) waveforms -> (B, C, T).
 
-    ``conv_layers`` are ``Sequential(Conv1d, Dropout, [GroupNorm], GELU)`` blocks: ours, or an
-    S3PRL teacher's ``feature_extractor.conv_layers`` (same layout). CPU inference takes the
+    ``conv_layers`` are ``Conv1d -> [Dropout] -> [GroupNorm] -> GELU`` blocks: ours
+    (:class:`ConvBlock`), or an S3PRL teacher's ``feature_extractor.conv_layers`` (``Sequential``). CPU inference takes the
     channels-last path described in :class:`ConvFeatureExtractor`; anything else (autograd,
     GPUs, blocks with other modules such as the "layer_norm" extractor mode) runs the blocks
     as built.
     """
     fast = waveforms.device.type == "cpu" and not torch.is_grad_enabled() and all(
-        isinstance(module, _FAST_MODULES) for block in conv_layers for module in block
+        isinstance(module, _FAST_MODULES) for block in conv_layers for module in block_parts(block)
     )
     if not fast:
         x = waveforms.unsqueeze(1)
@@ -97,7 +121,7 @@ def _largest_activation(conv_layers: nn.ModuleList, waveforms: Tensor) -> int:
     """Bytes of the largest per-utterance block output for (B, S) ``waveforms``."""
     length, largest = waveforms.shape[1], 0
     for block in conv_layers:
-        conv = block[0]
+        conv = block_parts(block)[0]
         length = (length - conv.kernel_size[0]) // conv.stride[0] + 1
         largest = max(largest, conv.out_channels * length)
     return largest * waveforms.element_size()
@@ -111,7 +135,7 @@ def _forward_channels_last(conv_layers: nn.ModuleList, waveforms: Tensor) -> Ten
                     device=waveforms.device, memory_format=torch.channels_last)
     x.copy_(waveforms[:, None, None, :])
     for block in conv_layers:
-        for module in block:
+        for module in block_parts(block):
             if isinstance(module, nn.Conv1d):
                 x = _conv_channels_last(x, module)
             elif isinstance(module, nn.GELU):

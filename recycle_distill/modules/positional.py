@@ -66,8 +66,8 @@ class WeightNormConv1d(nn.Module):
 class ConvPositionalEmbedding(nn.Module):
     """``x + GELU(conv(x))`` over time, with "same" length output.
 
-    Registered as ``pos_conv`` with the conv as child ``0``, this keeps the reference key
-    ``pos_conv.0.weight_g``.
+    The released checkpoints call the convolution ``pos_conv.0``;
+    :mod:`recycle_distill.models.key_layout` maps the name.
 
     Args:
         embed_dim: E.
@@ -77,13 +77,12 @@ class ConvPositionalEmbedding(nn.Module):
 
     def __init__(self, embed_dim: int, kernel_size: int, groups: int) -> None:
         super().__init__()
-        self.add_module("0", WeightNormConv1d(embed_dim, kernel_size, groups))
+        self.conv = WeightNormConv1d(embed_dim, kernel_size, groups)
         self.drop_last = kernel_size % 2 == 0
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, E) -> (B, T, E)."""
-        conv: WeightNormConv1d = getattr(self, "0")
-        y = conv(x.transpose(1, 2))
+        y = self.conv(x.transpose(1, 2))
         if self.drop_last:
             y = y[:, :, :-1]
         return x + F.gelu(y).transpose(1, 2)
