@@ -56,9 +56,7 @@ def test_modules_carry_no_placeholders():
 
 def test_each_table_row_maps_a_real_key():
     keys = set(rd.build_student("armhubert").state_dict())
-    examples = {"i": "0", "param": "weight"}
     for ours, released in KEY_TABLE:
-        key = released.format(**examples) if "pos_conv" not in released else released.format(param="weight_g")
-        assert key in keys and to_module_key(key) == ours.format(**examples) if "pos_conv" not in ours \
-            else to_module_key(key) == ours.format(param="weight_g")
-
+        fields = {"i": "0", "param": "weight_g" if "pos_conv" in ours else "weight"}
+        assert released.format(**fields) in keys
+        assert to_module_key(released.format(**fields)) == ours.format(**fields)
