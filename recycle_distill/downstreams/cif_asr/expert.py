@@ -211,6 +211,7 @@ class DownstreamExpert(nn.Module):
                 save_names.append(f"{split}-best.ckpt")
         for key, value in values.items():
             logger.add_scalar(f"cif_asr/{split}-{key}", value, global_step=global_step)
+        # S3PRL's experts report on stdout (the launcher's superb.log keeps it), as its asr expert does.
         print(f"[cif_asr] {split} step {global_step}: " + " ".join(f"{k} {v:.4f}" for k, v in values.items()))
         return save_names
 
