@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .dataset import CifAsrDataset, make_dataloader, prepare_split
 from .feature_cache import FeatureCache
-from .lm_teacher import LanguageModelTeacher, TeacherError, _import_transformers, folder_fingerprint
+from .lm_teacher import LanguageModelTeacher, folder_fingerprint, load_tokenizer
 from .metrics import character_error_rate, word_error_rate
 from .model import CifRecognizer
 from .settings import ExpertSettings
@@ -31,19 +31,6 @@ logger = logging.getLogger(__name__)
 VOCAB_FILE = "vocab.json"
 TERMS = ("ce", "quantity", "ctc", "acd", "lrd")
 SPLITS = ("train", "dev", "test")
-
-
-def _load_tokenizer(path: str):
-    folder = Path(path)
-    if not (folder / "config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
-        raise TeacherError(f"language-model folder {folder} is missing or is not a Hugging Face model folder")
-    transformers = _import_transformers()
-    return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-
-
-def _lm_width(path: str) -> int:
-    transformers = _import_transformers()
-    return int(transformers.AutoConfig.from_pretrained(path, local_files_only=True).hidden_size)
 
 
 class DownstreamExpert(nn.Module):
@@ -62,7 +49,11 @@ class DownstreamExpert(nn.Module):
         self.expdir = Path(expdir)
         corpus, lm = self.settings.corpus, self.settings.lm
         loss_cfg = self.settings.recognizer.loss
-        tokenizer = _load_tokenizer(lm.path)
+        self.cache: Optional[FeatureCache] = None
+        self._teacher: list = []  # the frozen language model stays out of the module tree (and the optimizer)
+        if loss_cfg.needs_lm and not lm.feature_cache:
+            self._teacher.append(LanguageModelTeacher.from_dir(lm.path, device=kwargs.get("device", "cpu")))
+        tokenizer = self._teacher[0].tokenizer if self._teacher else load_tokenizer(lm.path)
         # Every split is scanned and tokenised now, so bad transcripts stop the run before training.
         self.prepared = {split: prepare_split(corpus.name, corpus.root, corpus.subsets(split), tokenizer,
                                               language=corpus.language, unit_error=corpus.unit_error)
@@ -74,17 +65,10 @@ class DownstreamExpert(nn.Module):
         self.register_buffer("unit_lm_ids", torch.tensor(self.vocab.lm_ids, dtype=torch.long))
         self.register_buffer("best_error", torch.tensor(math.inf))
 
-        self.cache: Optional[FeatureCache] = None
-        self._teacher: list = []  # the frozen language model stays out of the module tree (and the optimizer)
-        lm_dim = None
-        if loss_cfg.needs_lm:
-            if lm.feature_cache:
-                self.cache = FeatureCache.open(lm.feature_cache, folder_fingerprint(lm.path))
-                lm_dim = self.cache.hidden_size
-            else:
-                device = kwargs.get("device", "cpu")
-                self._teacher.append(LanguageModelTeacher.from_dir(lm.path, device=device))
-                lm_dim = self._teacher[0].hidden_size
+        lm_dim = self._teacher[0].hidden_size if self._teacher else None
+        if loss_cfg.needs_lm and lm.feature_cache:
+            self.cache = FeatureCache.open(lm.feature_cache, folder_fingerprint(lm.path))
+            lm_dim = self.cache.hidden_size
         self.datasets: dict[str, CifAsrDataset] = {}
         self._reference_text: dict[str, dict] = {}
         if self.cache is not None:

@@ -8,6 +8,7 @@ one row per target ``y_1..y_N, <eos>``.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -64,6 +65,38 @@ def folder_fingerprint(folder: PathLike) -> str:
     return digest.hexdigest()
 
 
+def _model_folder(path: PathLike) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise TeacherError(f"language-model folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise TeacherError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    return folder
+
+
+@contextlib.contextmanager
+def _load_errors(folder: Path):
+    """transformers' loading errors as one-line :class:`TeacherError`\ s naming the folder."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TeacherError(f"cannot load a Hugging Face model from {folder}: {first_line}") from None
+
+
+def load_tokenizer(path: PathLike):
+    """The tokenizer of a local Hugging Face model folder, offline, without loading the model.
+
+    Raises:
+        TeacherError: missing folder, no ``config.json``, a folder transformers cannot load,
+            or transformers not installed.
+    """
+    folder = _model_folder(path)
+    transformers = _import_transformers()
+    with _load_errors(folder):
+        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
 class LanguageModelTeacher:
     """A frozen BERT-style encoder in eval mode and its tokenizer.
 
@@ -89,21 +122,13 @@ class LanguageModelTeacher:
         """Load a local Hugging Face model folder offline (``local_files_only``).
 
         Raises:
-            TeacherError: missing folder, no ``config.json``, a folder transformers cannot load,
-                or transformers not installed.
+            TeacherError: see :func:`load_tokenizer`.
         """
-        folder = Path(path)
-        if not folder.is_dir():
-            raise TeacherError(f"language-model folder {folder} does not exist")
-        if not (folder / "config.json").is_file():
-            raise TeacherError(f"{folder} is not a Hugging Face model folder (no config.json)")
+        folder = _model_folder(path)
         transformers = _import_transformers()
-        try:
+        with _load_errors(folder):
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TeacherError(f"cannot load a Hugging Face model from {folder}: {first_line}") from None
         teacher = cls(folder, model.to(device), tokenizer)
         logger.info("language-model teacher %s: %s, hidden %d, up to %d tokens",
                     folder, type(model).__name__, teacher.hidden_size, teacher.max_tokens)
