@@ -3,8 +3,7 @@ in pure PyTorch, as S3PRL upstreams, with a distillation trainer."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -32,18 +31,4 @@ _LAZY = {
     "StudentOutput": ".models",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import a lazy public name on first access and cache it in the module globals."""
-    if name not in _LAZY:
-        # AttributeError (not ImportError) lets `from recycle_distill import <submodule>`
-        # fall through to importing the submodule.
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the not yet imported lazy ones included."""
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -7,8 +7,7 @@ stack. The names below are imported on first access (PEP 562), for the same reas
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_attributes
 
 __all__ = [
     "CheckpointError",
@@ -32,15 +31,4 @@ _LAZY = {
     "read_student_state_dict": ".loading",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name on first access and cache it in the module globals."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
