@@ -212,17 +212,27 @@ def plan_shim(tree: Tree, plan: Plan, created: dict) -> dict:
 
 def plan_revert_shim(tree: Tree, plan: Plan, created: dict) -> dict:
     """Plan removing the shim folder this tool created; returns the record of those kept."""
+    return plan_remove_own_folders(tree, plan, created, "cif_asr downstream shim",
+                                   "changed since patch_hub.py created it; left alone")
+
+
+def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, changed: str) -> dict:
+    """Plan removing each folder of ``record`` (key -> hashes) still exactly as this tool wrote it.
+
+    A folder that changed (or became a symlink) gets the ``changed`` warning and stays in the
+    returned record; one that is gone is forgotten.
+    """
     left = {}
-    for key, hashes in sorted(created.items()):
+    for key, hashes in sorted(record.items()):
         folder = tree.package / key
         if not folder.exists() and not folder.is_symlink():
             continue
         if folder.is_dir() and not folder.is_symlink() and tree_hashes(folder) == hashes:
             plan.tree_removals.append(folder)
-            plan.note("remove", folder, "cif_asr downstream shim")
+            plan.note("remove", folder, what)
             plan.changed += 1
         else:
-            plan.warn(folder, "changed since patch_hub.py created it; left alone")
+            plan.warn(folder, changed)
             left[key] = hashes
     return left
 
@@ -269,16 +279,5 @@ def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
 
 def plan_revert_copies(tree: Tree, plan: Plan, manifest: dict) -> dict:
     """Plan removing the folders a ``--copy`` run made; returns the record of those kept."""
-    left = {}
-    for key, hashes in sorted((manifest.get("copied") or {}).items()):
-        dst = tree.package / key
-        if not dst.exists():
-            continue
-        if dst.is_dir() and tree_hashes(dst) == hashes:
-            plan.tree_removals.append(dst)
-            plan.note("remove", dst, "copied upstream")
-            plan.changed += 1
-        else:
-            plan.warn(dst, "changed since patch_hub.py --copy copied it; left alone")
-            left[key] = hashes
-    return left
+    return plan_remove_own_folders(tree, plan, manifest.get("copied") or {}, "copied upstream",
+                                   "changed since patch_hub.py --copy copied it; left alone")
