@@ -51,6 +51,14 @@ def train_config(family: str, distiller: dict, **train):
     })
 
 
+def padded_batch(seed: int, short: int) -> AudioBatch:
+    """A 1 s utterance and one of ``short`` samples (zeros beyond), noise drawn after ``manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, short]), torch.arange(2))
+    batch.waveforms[1, short:] = 0
+    return batch
+
+
 def fixture_family(fixture: dict) -> str:
     return "armhubert" if fixture["config"].get("reuse_pattern") not in (None, "", "None") else "maskhubert"
 
@@ -182,9 +190,7 @@ def _fit_setup(**train):
     student = recycle_distill.build_student(distiller, family="fithubert").eval()
     objective = build_objective(config, teacher_layer_mapping(teacher(), student, config))
     objective.set_epoch(0)
-    torch.manual_seed(1)
-    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]), torch.arange(2))
-    batch.waveforms[1, 12000:] = 0
+    batch = padded_batch(seed=1, short=12000)
     return config, student, objective, batch
 
 
@@ -226,9 +232,7 @@ def _layer_inputs(module_layers, transpose: bool):
 def test_star_objective_feeds_each_layers_own_input_and_the_padding(monkeypatch):
     """Intra-layer pairs: layer m's input (output of m-1) with its output, for both models; padding passed."""
     student, objective = _star_setup()
-    torch.manual_seed(2)
-    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 11000]), torch.arange(2))
-    batch.waveforms[1, 11000:] = 0
+    batch = padded_batch(seed=2, short=11000)
     captured = {}
 
     def recording_loss(student_layers, teacher_layers, **kwargs):
@@ -266,9 +270,7 @@ def test_star_loss_of_a_padded_batch_is_the_mean_of_its_utterances():
     from recycle_distill.losses import star_loss
 
     student, objective = _star_setup()
-    torch.manual_seed(3)
-    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 11000]), torch.arange(2))
-    batch.waveforms[1, 11000:] = 0
+    batch = padded_batch(seed=3, short=11000)
     with torch.no_grad():
         total = objective.training_loss(student, teacher(), batch).total
         out = student(batch.waveforms, batch.lengths)
@@ -381,9 +383,7 @@ def test_masking_validation_loss_equals_the_recorded_one(name):
 
 def test_star_validation_loss_is_the_training_loss():
     student, objective = _star_setup()
-    torch.manual_seed(5)
-    batch = AudioBatch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]), torch.arange(2))
-    batch.waveforms[1, 12000:] = 0
+    batch = padded_batch(seed=5, short=12000)
     with torch.no_grad():
         train = objective.training_loss(student, teacher(), batch)
         valid = objective.validation_loss(student, teacher(), batch)
