@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,22 @@ import soundfile
 from recycle_distill.data.synth import TinyCorpusInfo, make_len_for_bucket, make_tiny_librispeech
 
 from conftest import DATA, load_fixture, write_lightning_checkpoint, write_yaml
+
+RUN_TIMEOUT = 600
+
+
+def run_checked(command: list, cwd: Path, log: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """Run a command (our compat switch unset) and assert it exits 0, showing its output if not;
+    its stdout also goes to ``log`` (as a user's ``| tee`` would)."""
+    environment = {**os.environ, **env}
+    environment.pop("RECYCLE_DISTILL_NO_COMPAT", None)
+    started = time.time()
+    result = subprocess.run(command, cwd=str(cwd), env=environment, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    print(f"[{time.time() - started:5.1f} s] {' '.join(map(str, command[:10]))} ...")
+    if log is not None:
+        log.write_text(result.stdout)
+    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    return result
 
 S3PRL_TREE = DATA / "s3prl_tree" / "s3prl"
 CHAR_DICT = Path(__file__).resolve().parents[1] / "recycle_distill" / "downstream_configs" / "asr_char.dict"

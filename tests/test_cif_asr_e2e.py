@@ -13,11 +13,8 @@ Semantics: ``docs/cif.md``.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +22,11 @@ import pytest
 from recycle_distill.compat import compat_needed
 
 from cif_asr_data import make_aishell_corpus, make_librispeech_corpus, write_tiny_bert
-from superb_data import make_s3prl_checkout, tiny_checkpoint
+from superb_data import make_s3prl_checkout, run_checked, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 600
 STEPS = 4
 TERMS = ("ce", "quantity", "ctc")
 DIGITS = "zero one two three four five six seven eight nine".split()
@@ -63,13 +59,7 @@ def data(tmp_path_factory):
 
 
 def _run(command: list, cwd: Path, **env: str) -> str:
-    environment = {**os.environ, **env}
-    environment.pop("RECYCLE_DISTILL_NO_COMPAT", None)
-    started = time.time()
-    result = subprocess.run(command, cwd=str(cwd), env=environment, capture_output=True, text=True, timeout=TIMEOUT)
-    print(f"[{time.time() - started:5.1f} s] {' '.join(map(str, command[:10]))} ...")
-    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
-    return result.stdout
+    return run_checked(command, cwd, **env).stdout
 
 
 def _overrides(corpus: list, bert: Path, acd: float, lrd: float, cache: Path | None = None) -> str:

@@ -14,11 +14,9 @@ launcher SID/starhubert (+ evaluate, resume), launcher ASR/armhubert with -f.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from recycle_distill.superb.logs import read_s3prl_results
 
 from conftest import load_fixture
 from superb_data import (
+    run_checked as _run,
     asr_overrides,
     make_s3prl_checkout,
     make_tiny_asr,
@@ -46,19 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
 checkout_only = pytest.mark.skipif(
     compat_needed(), reason="S3PRL's own run_downstream.py cannot import on torchaudio >= 2.9; use the launcher")
-
-
-def _run(command: list[str], cwd: Path, log: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    """Run a command; its stdout also goes to ``log`` (as a user's ``| tee`` would)."""
-    environment = {**os.environ, **env}
-    environment.pop("RECYCLE_DISTILL_NO_COMPAT", None)
-    started = time.time()
-    result = subprocess.run(command, cwd=str(cwd), env=environment, capture_output=True, text=True, timeout=TIMEOUT)
-    print(f"[{time.time() - started:5.1f} s] {' '.join(command[:8])} ...")
-    if log is not None:
-        log.write_text(result.stdout)
-    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
-    return result
 
 
 def _states(expdir: Path) -> list[Path]:
