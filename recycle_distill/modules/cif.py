@@ -11,7 +11,7 @@ the weights and ``F_t`` the number of firings up to frame ``t``, the leftover we
 the one-firing-per-frame rule is the recurrence ``F_t = min(D_t, F_{t-1} + 1)``, whose solution
 is ``F_t = t + min(1, min_{k<=t} (D_k - k))``: a cumulative minimum. Each frame then gives its
 weight to at most two integrations (the one it completes and the one it starts), which two
-``scatter_add`` calls collect. Decisions use float64 running sums, so they follow real
+``index_add`` calls collect. Decisions use float64 running sums, so they follow real
 arithmetic; the thresholds are first rounded to float32 as the original compares them.
 """
 

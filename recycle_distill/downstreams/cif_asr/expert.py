@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
