@@ -22,7 +22,7 @@ from recycle_distill.config import ConfigError, StudentConfig, load_config_dict
 from recycle_distill.literal import MAX_ITEMS, parse_literal
 from recycle_distill.train.config import load_train_config
 
-from conftest import load_fixture, write_yaml
+from conftest import load_fixture
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -309,7 +309,7 @@ def test_revert_never_removes_a_folder_a_manifest_names_outside_its_own(s3prl_tr
     code = _run_patch_hub("--revert", s3prl_tree)
     err = capsys.readouterr().err
     assert code == 1
-    assert f"which patch_hub.py never writes; ignored" in err
+    assert "which patch_hub.py never writes; ignored" in err
     assert victim.is_dir() and (victim / "__pycache__").is_dir()
     assert (s3prl_tree.parent / "empty_victim").is_dir()
     assert (s3prl_tree / "s3prl" / "downstream").is_dir() and (s3prl_tree / "s3prl" / "upstream").is_dir()

@@ -7,7 +7,6 @@ import pathlib
 import re
 
 import pytest
-import torch
 
 from recycle_distill.checkpoint import CheckpointError
 from recycle_distill.train import list_recipes, load_train_config
