@@ -41,7 +41,7 @@ make_venv() {  # make_venv DIR STACK...
   log "creating $dir with $*"
   "$PYTHON" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  "$dir/bin/python" -m pip install -q "$@" -e ".[test,demo,hf]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$dir/bin/python" -m pip install -q "$@" -e ".[test,demo,hf,onnx]" 2>&1 | grep -v '^WARNING: Location' || true
   "$dir/bin/python" -c "import torch, torchaudio, s3prl, recycle_distill" 2>/dev/null \
     || "$dir/bin/python" -c "import recycle_distill.compat as c; c.apply_compat(); import s3prl.hub"
   echo "$want" > "$stamp"
@@ -73,8 +73,8 @@ case "${1:-}" in
     run_pytest "$VENV" tests -ra "$@"
     if [ "${SKIP_COMPAT:-0}" != 1 ]; then
       make_venv "$COMPAT_VENV" "${COMPAT_STACK[@]}"
-      log "S3PRL-facing tests on the compat stack (torch 2.13.0 + torchaudio 2.11.0)"
-      run_pytest "$COMPAT_VENV" tests -m s3prl -ra "$@"
+      log "S3PRL-facing and ONNX tests on the compat stack (torch 2.13.0 + torchaudio 2.11.0)"
+      run_pytest "$COMPAT_VENV" tests -m "s3prl or onnx" -ra "$@"
     fi
     ;;
   *)

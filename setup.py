@@ -56,6 +56,8 @@ setup(
         "demo": ["tensorboard", "soxr", "matplotlib", "tensorboardX", "librosa", "editdistance", "pandas"],
         # Hugging Face transformers: the HieraDist language-model teacher (and HF export).
         "hf": ["transformers>=4.40,<5"],
+        # ONNX export (onnxscript: the dynamo exporter) and the ONNX Runtime runner / int8 quantizer.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
         "test": ["pytest>=7", "tensorboardX", "librosa", "editdistance", "pandas", "tensorboard", "soxr", "matplotlib"],
     },
     entry_points={"console_scripts": ["recycle-distill=recycle_distill.cli:main"]},
