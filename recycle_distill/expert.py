@@ -6,11 +6,13 @@ import logging
 import os
 from typing import Any, Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from .builder import ConfigSource
 from .checkpoint import load_student
 from .compat import apply_compat
+from .inference import optimize_for_inference, parse_precision
 from .inputs import validate_waveforms
 from .modules.masks import pad_waveforms
 
@@ -31,6 +33,10 @@ class StudentUpstream(nn.Module):
         model_config: the architecture (``-g`` YAML, preset name or dict); optional for
             compact files and for weights matching a preset of the family.
         family: which student to build (set by each family's expert).
+        dtype: inference precision, ``fp32`` | ``bf16`` | ``int8`` (see
+            :func:`recycle_distill.inference.optimize_for_inference`).
+        optimize: swap in the CPU inference blocks (default); False keeps the plain blocks.
+        output_dtype: dtype of the returned hidden states (``fp32`` unless asked).
         overrides: distiller keys such as ``reference_batched_reuse=True`` or
             ``per_utterance_cnn=True``.
     """
@@ -42,6 +48,9 @@ class StudentUpstream(nn.Module):
         ckpt: Union[str, os.PathLike],
         model_config: Optional[ConfigSource] = None,
         family: Optional[str] = None,
+        dtype: Union[str, torch.dtype, None] = "fp32",
+        optimize: bool = True,
+        output_dtype: Union[str, torch.dtype, None] = "fp32",
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -51,7 +60,12 @@ class StudentUpstream(nn.Module):
         self.family = family or self.family
         for s3prl_only in ("refresh", "legacy"):
             overrides.pop(s3prl_only, None)
-        self.model = load_student(ckpt, self.family, model_config or None, **overrides)
+        self.precision = parse_precision(dtype)
+        model = load_student(ckpt, self.family, model_config or None, **overrides)
+        if optimize or self.precision != "fp32":
+            model = optimize_for_inference(model, self.precision, fast_paths=optimize, output_dtype=output_dtype,
+                                           inplace=True)
+        self.model = model
         self.name = f"[{self.family}]"
 
     def get_downsample_rates(self, key: str = "hidden_states") -> int:
@@ -62,13 +76,13 @@ class StudentUpstream(nn.Module):
 
         Args:
             wavs: B float tensors (S_b,) at 16 kHz, any float dtype: each is computed in the
-                model's dtype (float32 unless the model was converted), whatever the others are.
+                upstream's precision (``dtype``), whatever the others are.
 
         Returns:
             ``hidden_states``: N tensors (B, T, D); ``last_hidden_state``: (B, T, D).
         """
         validate_waveforms(wavs, self.model.receptive_field)
-        dtype = next(self.model.parameters()).dtype
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
         output = self.model(batch, lengths)
         hidden_states = list(output.hidden_states)

@@ -55,14 +55,14 @@ def tiny_arm_files(tmp_path):
 
 
 # ------------------------------------------------------------------ the inference fast paths
-# Inputs past ~14.5 s (a float32 (T, T) map over CHUNK_BYTES) take the row-blocked attention;
+# recycle_distill.inference swaps in the fast blocks (optimize_for_inference). Inputs past ~14.5 s (a float32 (T, T) map over CHUNK_BYTES) take the row-blocked attention;
 # batches whose activations pass LARGE_TENSOR_BYTES run the CNN and the layers per utterance.
 # Every fixture is ~1 s, so these thresholds are shrunk here (the one place that knows where
 # they live) to make the fixtures take those branches.
 FAST_PATH_THRESHOLDS = {
-    "recycle_distill.modules.attention.CHUNK_BYTES": 1024,
-    "recycle_distill.modules.feature_extractor.LARGE_TENSOR_BYTES": 1024,
-    "recycle_distill.models.encoder.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.inference.attention.CHUNK_BYTES": 1024,
+    "recycle_distill.inference.cnn.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.inference.encoder.LARGE_TENSOR_BYTES": 1024,
 }
 
 
@@ -72,9 +72,15 @@ def shrink_fast_paths(monkeypatch) -> None:
         monkeypatch.setattr(target, value)
 
 
-@pytest.fixture(params=["shipped", "shrunk"])
-def fast_paths(request, monkeypatch) -> str:
-    """Run a test with the shipped thresholds and again with them shrunk (see FAST_PATH_THRESHOLDS)."""
-    if request.param == "shrunk":
+@pytest.fixture(params=["plain", "fast", "fast-shrunk"])
+def fast_paths(request, monkeypatch):
+    """How a test prepares its model: as built (the plain blocks), through
+    ``optimize_for_inference`` with the shipped thresholds, and with them shrunk
+    (see FAST_PATH_THRESHOLDS). Returns ``prepare(model) -> model``."""
+    from recycle_distill.inference import optimize_for_inference
+
+    if request.param == "plain":
+        return lambda model: model
+    if request.param == "fast-shrunk":
         shrink_fast_paths(monkeypatch)
-    return request.param
+    return lambda model: optimize_for_inference(model)

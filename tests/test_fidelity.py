@@ -18,9 +18,10 @@ def _no_grad():
         yield
 
 
-# Every comparison below takes ``fast_paths``: it runs as shipped and again with the fast-path
-# thresholds shrunk (conftest.FAST_PATH_THRESHOLDS), so ~1 s fixtures take the row-blocked
-# attention and the per-utterance branches too.
+# Every comparison below takes ``fast_paths``: it runs on the plain blocks, on the inference
+# blocks (optimize_for_inference), and on those with their thresholds shrunk
+# (conftest.FAST_PATH_THRESHOLDS), so ~1 s fixtures take the row-blocked attention and the
+# per-utterance branches too.
 
 GOLDEN = sorted(p.name for p in FIXTURES.glob("*golden_tiny_*.pt") if "masked" not in p.name)
 MASKED = sorted(p.name for p in FIXTURES.glob("*_masked.pt"))
@@ -61,7 +62,7 @@ def _check_against(output, reference: dict, what: str, family: str):
 @pytest.mark.parametrize("reference_batched_reuse", [False, True])
 def test_single_utterances_match_in_both_modes(name, reference_batched_reuse, fast_paths):
     fixture = load_fixture(name)
-    model = _model(fixture, fixture_family(name), reference_batched_reuse=reference_batched_reuse)
+    model = fast_paths(_model(fixture, fixture_family(name), reference_batched_reuse=reference_batched_reuse))
     for index, wave in enumerate(fixture["wavs"]):
         output = model(wave.unsqueeze(0), torch.tensor([wave.numel()]))
         _check_against(output, fixture["outputs"]["single"][index], f"{name} single[{index}]", fixture_family(name))
@@ -72,7 +73,7 @@ def test_batched_outputs_match(name, fast_paths):
     """mask/star in default mode; ARMHuBERT in reference-pairing mode (docs/students.md §9)."""
     fixture = load_fixture(name)
     family = fixture_family(name)
-    model = _model(fixture, family, reference_batched_reuse=family == "armhubert")
+    model = fast_paths(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
     batch, lengths = pad_waveforms(fixture["wavs"])
     _check_against(model(batch, lengths), fixture["outputs"], f"{name} batch", family)
 
@@ -81,7 +82,7 @@ def test_batched_outputs_match(name, fast_paths):
 def test_masked_forward_matches(name, fast_paths):
     fixture = load_fixture(name)
     family = fixture_family(name)
-    model = _model(fixture, family, reference_batched_reuse=family == "armhubert")
+    model = fast_paths(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
     batch, lengths = pad_waveforms(fixture["wavs"])
     reference = fixture["outputs_masked"]
     output = model(batch, lengths, mask_indices=reference["mask_indices"])
@@ -96,7 +97,7 @@ def test_masked_forward_matches(name, fast_paths):
 
 def test_full_layers_hand_on_the_reference_attention_maps(fast_paths):
     fixture = load_fixture("golden_tiny_armhubert.pt")
-    model = _model(fixture, "armhubert", reference_batched_reuse=True)
+    model = fast_paths(_model(fixture, "armhubert", reference_batched_reuse=True))
     captured = {}
     for index in (0, 2):
         model.encoder.layers[index].self_attn.register_forward_hook(
@@ -125,22 +126,22 @@ def test_default_pairing_keeps_utterances_independent(fast_paths):
     fixture = load_fixture("golden_tiny_armhubert.pt")
     batch, lengths = pad_waveforms(fixture["wavs"])
     single = fixture["outputs"]["single"][0]["last_hidden_state"][0]
-    ours = _model(fixture, "armhubert")(batch, lengths).last_hidden_state[0]
+    ours = fast_paths(_model(fixture, "armhubert"))(batch, lengths).last_hidden_state[0]
     _assert_close(ours, single, "default-mode batch item 0")
-    reference_mode = _model(fixture, "armhubert", reference_batched_reuse=True)(batch, lengths).last_hidden_state[0]
+    reference_mode = fast_paths(_model(fixture, "armhubert", reference_batched_reuse=True))(batch, lengths).last_hidden_state[0]
     assert (reference_mode - single).abs().max() > 2 * ATOL  # small: reused maps are near-uniform
 
 
 @pytest.mark.parametrize("family", ["armhubert", "maskhubert", "starhubert"])
 def test_per_utterance_cnn_makes_batched_equal_single(family, fast_paths):
     fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = _model(fixture, family, per_utterance_cnn=True)
+    model = fast_paths(_model(fixture, family, per_utterance_cnn=True))
     batch, lengths = pad_waveforms(fixture["wavs"])
     output = model(batch, lengths)
     frames = int(model.frame_lengths(lengths)[1])
     single = fixture["outputs"]["single"][1]["hidden_states"][-1][0]
     _assert_close(output.last_hidden_state[1, :frames], single[:frames], "per-utterance CNN item 1")
-    default = _model(fixture, family)(batch, lengths).last_hidden_state[1, :frames]
+    default = fast_paths(_model(fixture, family))(batch, lengths).last_hidden_state[1, :frames]
     assert (default - single[:frames]).abs().max() > 1e-4  # the GroupNorm-over-padding effect is real
 
 

@@ -1,9 +1,9 @@
-"""The no-grad inference paths (blocked attention, per-utterance runs) equal the autograd path.
+"""The inference blocks (blocked attention, per-utterance runs) equal the plain blocks.
 
-Without autograd on CPU the students walk attention maps in blocks (row blocks past ~14.5 s)
-and may run the CNN and layers one utterance at a time; with autograd they take the plain
-batched path. Both must give the same numbers: on the ~1 s fixtures with the thresholds
-shrunk (fast), and on real 16 s and 40 s inputs (slow).
+After ``optimize_for_inference`` the students walk attention maps in blocks on CPU without
+autograd (row blocks past ~14.5 s) and may run the CNN and layers one utterance at a time;
+the plain model runs batched. Both must give the same numbers: on the ~1 s fixtures with
+the thresholds shrunk (fast), and on real 16 s and 40 s inputs (slow).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from recycle_distill import build_student
+from recycle_distill.inference import optimize_for_inference
 
 from conftest import load_fixture, shrink_fast_paths
 from train_helpers import tiny_distiller
@@ -40,14 +41,14 @@ def padded_batch(seconds: list[float], seed: int = 0) -> tuple[torch.Tensor, tor
 
 
 def max_difference(model, waves, lengths) -> float:
-    """Largest |no-grad - autograd| over every hidden state's valid frames, in units of max(1, max |state|).
+    """Largest |inference blocks - plain blocks| over every hidden state's valid frames, in units of max(1, max |state|).
 
     Float32 sums taken in another order (batched vs per-utterance convolutions, blocked
     softmax) differ by a few 1e-6 of the values' size; a wrong block or row is off by O(1).
     """
     with torch.no_grad():
-        fast = model(waves, lengths)
-    plain = model(waves, lengths)
+        fast = optimize_for_inference(model)(waves, lengths)
+    plain = model(waves, lengths)  # with autograd: the plain path in every block
     worst = 0.0
     valid = ~plain.padding_mask if plain.padding_mask is not None else None
     for a, b in zip(fast.hidden_states, plain.hidden_states, strict=True):

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import StudentConfig
-from ..modules.feature_extractor import LARGE_TENSOR_BYTES
 from ..modules.grad import grad_multiply, layer_grad_scales
 from ..modules.positional import ConvPositionalEmbedding
 
@@ -64,23 +63,12 @@ class TransformerEncoder(nn.Module):
         x, attention_mask, pad_length = self._pad_to_multiple(x, padding_mask)
         x = self.dropout(x)
 
-        if self._runs_per_utterance(x):
-            # Inference on CPU with materialised attention maps: the layers see one
-            # utterance at a time (they never mix utterances), so the (H, T, T) maps of a
-            # 10 s utterance (12 MB) stay in cache and in reused heap memory instead of a
-            # fresh (B, H, T, T) mapping that page-faults on every layer.
-            per_item = [
-                self._run_layers(x[i : i + 1], None if attention_mask is None else attention_mask[i : i + 1])
-                for i in range(x.shape[0])
-            ]
-            results = [torch.cat(outputs) for outputs in zip(*per_item)]
-        else:
-            results = self._run_layers(x, attention_mask)
+        results = self.run_layers(x, attention_mask)
         if pad_length:
             results = [r[:, :-pad_length] for r in results]
         return results, padding_mask, encoder_input
 
-    def _run_layers(self, x: Tensor, attention_mask: Optional[Tensor]) -> list[Tensor]:
+    def run_layers(self, x: Tensor, attention_mask: Optional[Tensor]) -> list[Tensor]:
         """(B, T, E) through every layer -> the N layer outputs (B, T, E)."""
         results: list[Tensor] = []
         probs: Optional[Tensor] = None
@@ -92,16 +80,6 @@ class TransformerEncoder(nn.Module):
             else:  # gradient scaling is the identity in the forward pass
                 results.append(x)
         return results
-
-    def _runs_per_utterance(self, x: Tensor) -> bool:
-        """Whether to run the layers utterance by utterance (see :meth:`forward`)."""
-        if x.shape[0] == 1 or x.device.type != "cpu" or torch.is_grad_enabled() or not any(self.keeps_probs):
-            return False
-        heads = max((getattr(getattr(layer, "self_attn", None), "num_heads", 1) for layer in self.layers), default=1)
-        if x.shape[0] * heads * x.shape[1] ** 2 * 4 <= LARGE_TENSOR_BYTES:  # float32 maps
-            return False
-        # The reference batch/head pairing of reused maps mixes utterances: keep the batch.
-        return not any(getattr(getattr(layer, "self_attn", None), "pair_like_reference", False) for layer in self.layers)
 
     def _pad_to_multiple(
         self, x: Tensor, padding_mask: Optional[Tensor]

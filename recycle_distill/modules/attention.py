@@ -34,37 +34,12 @@ def _masked_softmax(scores: Tensor, key_padding_mask: Optional[Tensor], dtype: t
     return torch.softmax(scores, dim=-1).to(dtype)
 
 
-# Inference on CPU walks the attention maps in blocks of a few heads (or, for long inputs,
-# of query rows of one head), so each block stays in the L2 cache (1 MiB a core here)
-# between the softmax that writes it and the matmul that reads it, and temporaries stay
-# small enough to be reused heap memory rather than fresh page-faulting mappings.
-# Measured: a full + reuse layer pair on 10 s ~12% faster, the whole model on 60 s ~1.3x.
-CHUNK_BYTES = 2 * 2**20
-
-
-def _chunked_inference(x: Tensor) -> bool:
-    """Whether to take the cache-blocked, autograd-free path for this input."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled()
-
-
-def _blocks(batch: int, heads: int, time: int) -> list[tuple[int, slice, slice]]:
-    """(item, heads, query rows) blocks of a (B, H, T, T) float32 map, ~CHUNK_BYTES each."""
-    map_bytes = 4 * time * time
-    if map_bytes <= CHUNK_BYTES:
-        size = min(heads, CHUNK_BYTES // map_bytes)
-        return [(b, slice(h, min(heads, h + size)), slice(0, time)) for b in range(batch) for h in range(0, heads, size)]
-    rows = max(1, CHUNK_BYTES // (4 * time))
-    return [
-        (b, slice(h, h + 1), slice(r, min(time, r + rows)))
-        for b in range(batch) for h in range(heads) for r in range(0, time, rows)
-    ]
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention (post-LN transformer style, fairseq parameter names).
 
-    Parameters are registered k, v, q, out to keep the reference state-dict order.
-    The three input projections run as one matmul.
+    Parameters are registered k, v, q, out to keep the reference state-dict order. Each
+    projection is called as its own module, so module swaps (dynamic quantization, the
+    fused projection of :mod:`recycle_distill.inference`) see ordinary Linears.
 
     Args:
         embed_dim: E.
@@ -99,29 +74,23 @@ class SelfAttention(nn.Module):
         Returns:
             (B, T, E) output and (B, H, T, T) float32 probabilities or None.
         """
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
-        q = _split_heads(q, self.num_heads)
-        k = _split_heads(k, self.num_heads)
-        v = _split_heads(v, self.num_heads)
+        q, k, v = (_split_heads(t, self.num_heads) for t in self.project_qkv(x))
         dropout = self.dropout if self.training else 0.0
         if not return_probs:
             mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             return self.out_proj(_merge_heads(out)), None
-        if _chunked_inference(x):
-            probs, attended = self._probs_and_output_blocked(q * self.scaling, k, v, key_padding_mask)
-            return self.out_proj(_merge_heads(attended)), probs
-        probs = _masked_softmax(torch.matmul(q * self.scaling, k.transpose(-1, -2)), key_padding_mask, torch.float32)
-        attended = torch.matmul(F.dropout(probs, dropout, self.training).to(v.dtype), v)
+        probs, attended = self.probs_and_attended(q * self.scaling, k, v, key_padding_mask)
         return self.out_proj(_merge_heads(attended)), probs
 
-    @staticmethod
-    def _probs_and_output_blocked(
-        q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, E) -> q, k, v, each (B, T, E)."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def probs_and_attended(
+        self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        """The probabilities path without autograd, block by block (see :func:`_blocks`).
+        """Softmax probabilities (float32, before dropout) and the values they attend.
 
         Args:
             q: (B, H, T, d), already scaled. k, v: (B, H, T, d).
@@ -130,16 +99,9 @@ class SelfAttention(nn.Module):
         Returns:
             (B, H, T, T) float32 probabilities and the (B, H, T, d) attended values.
         """
-        batch, heads, time, head_dim = q.shape
-        probs = q.new_empty(batch, heads, time, time, dtype=torch.float32)
-        attended = v.new_empty(batch, heads, time, head_dim)
-        for b, head_block, rows in _blocks(batch, heads, time):
-            scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).float()
-            if key_padding_mask is not None:
-                scores.masked_fill_(key_padding_mask[b], float("-inf"))
-            block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
-            torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
-        return probs, attended
+        probs = _masked_softmax(torch.matmul(q, k.transpose(-1, -2)), key_padding_mask, torch.float32)
+        dropout = self.dropout if self.training else 0.0
+        return probs, torch.matmul(F.dropout(probs, dropout, self.training).to(v.dtype), v)
 
 
 def reference_pairing(probs: Tensor) -> Tensor:
@@ -188,12 +150,8 @@ class ReusedAttention(nn.Module):
         if self.pair_like_reference:
             reused_probs = reference_pairing(reused_probs)
         v = _split_heads(self.v_proj(x), self.num_heads)
-        if _chunked_inference(x):
-            attended = v.new_empty(v.shape)
-            for b, head_block, rows in _blocks(*reused_probs.shape[:3]):
-                mask = None if key_padding_mask is None else key_padding_mask[b : b + 1]
-                block = _masked_softmax(reused_probs[b : b + 1, head_block, rows], mask, v.dtype)[0]
-                torch.matmul(block, v[b, head_block], out=attended[b, head_block, rows])
-            return self.out_proj(_merge_heads(attended))
-        probs = _masked_softmax(reused_probs, key_padding_mask, v.dtype)
-        return self.out_proj(_merge_heads(torch.matmul(probs, v)))
+        return self.out_proj(_merge_heads(self.attend(reused_probs, v, key_padding_mask)))
+
+    def attend(self, reused_probs: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
+        """softmax(reused map) @ v: (B, H, T, T) and (B, H, T, d) -> (B, H, T, d)."""
+        return torch.matmul(_masked_softmax(reused_probs, key_padding_mask, v.dtype), v)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +15,7 @@ class WeightNormConv1d(nn.Module):
     Parameters are stored as ``weight_g`` (1, 1, K) and ``weight_v`` (out, in/groups, K),
     the names ``torch.nn.utils.weight_norm(conv, dim=2)`` gives, without its hook machinery.
 
-    Without autograd the normalised weight is cached and reused until a parameter changes
-    (in-place updates bump ``_version``; ``.to()``/``load_state_dict`` change the storage or
-    the version), and on CPU the conv runs as an NHWC ``conv2d`` on the (B, T, C) memory
-    the encoder already holds: oneDNN's channels-last grouped kernel is ~1.5x faster than
-    the channels-first ``conv1d`` one here.
+    :mod:`recycle_distill.inference.positional` folds it once for inference.
     """
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
@@ -32,35 +27,15 @@ class WeightNormConv1d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.weight_g = nn.Parameter(weight_v.norm(dim=(0, 1), keepdim=True))
         self.weight_v = nn.Parameter(weight_v)
-        self._cache_key: Optional[tuple] = None
-        self._cached_weight: Optional[Tensor] = None
 
     def weight(self) -> Tensor:
+        """(out, in/groups, K) normalised weight."""
         norm = self.weight_v.norm(dim=(0, 1), keepdim=True)
         return self.weight_v * (self.weight_g / norm)
 
-    def _inference_weight(self, channels_last: bool) -> Tensor:
-        """The normalised weight, (out, in/groups, 1, K) channels-last when asked, cached."""
-        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in (self.weight_g, self.weight_v)) + (channels_last,)
-        if key != self._cache_key or self._cached_weight is None:
-            # Normal tensors even inside inference_mode, so later no_grad calls may use them.
-            with torch.inference_mode(False), torch.no_grad():
-                weight = self.weight()
-                if channels_last:
-                    weight = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-            self._cache_key, self._cached_weight = key, weight
-        return self._cached_weight
-
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, T) -> (B, C, T + 1 - K % 2); in CPU inference a view of (B, T, C) memory."""
-        if torch.is_grad_enabled():
-            return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)
-        channels_last = x.device.type == "cpu"
-        weight = self._inference_weight(channels_last)
-        if channels_last:
-            out = F.conv2d(x.unsqueeze(2), weight, self.bias, padding=(0, self.padding), groups=self.groups)
-            return out.squeeze(2)
-        return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
+        """(B, C, T) -> (B, C, T + 1 - K % 2)."""
+        return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)
 
 
 class ConvPositionalEmbedding(nn.Module):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..modules.feature_extractor import run_conv_blocks
+from ..inference.cnn import run_conv_blocks
 from ..modules.masks import conv_output_lengths, lengths_to_padding_mask
 from .masking import RandomLike, SpanMaskConfig, compute_mask_indices
 from .s3prl_models import KINDS, kind_of_model

@@ -1,0 +1,146 @@
+"""``optimize_for_inference``: turn a trained student into a fast one, explicitly.
+
+The plain blocks in :mod:`recycle_distill.modules` have one code path each. This module
+swaps each block for its inference subclass (same parameters, same state-dict keys; the
+subclass adds only a faster CPU forward and falls back to the plain one under autograd or
+on other devices), then converts the precision. The swap table is :data:`FAST_BLOCKS`;
+torch's own ``nn.utils.parametrize`` changes a module's class the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..models.encoder import TransformerEncoder
+from ..modules.attention import ReusedAttention, SelfAttention
+from ..modules.feature_extractor import ConvFeatureExtractor
+from ..modules.positional import WeightNormConv1d
+from .attention import FastReusedAttention, FastSelfAttention
+from .cnn import FastConvFeatureExtractor
+from .encoder import PerUtteranceEncoder
+from .positional import FoldedWeightNormConv1d
+from .precision import compute_dtype, parse_precision
+
+logger = logging.getLogger(__name__)
+
+# plain block -> its inference subclass (exact types: a family's own subclass keeps its block).
+FAST_BLOCKS: dict[type, type] = {
+    ConvFeatureExtractor: FastConvFeatureExtractor,
+    SelfAttention: FastSelfAttention,
+    ReusedAttention: FastReusedAttention,
+    WeightNormConv1d: FoldedWeightNormConv1d,
+    TransformerEncoder: PerUtteranceEncoder,
+}
+PLAIN_BLOCKS = {fast: plain for plain, fast in FAST_BLOCKS.items()}
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    dtype: Union[str, torch.dtype, None] = "fp32",
+    *,
+    fast_paths: bool = True,
+    output_dtype: Union[str, torch.dtype, None] = "fp32",
+    inplace: bool = False,
+) -> nn.Module:
+    """A copy of ``model`` (a student) set up for inference.
+
+    Args:
+        model: a :class:`~recycle_distill.models.StudentModel` (any family).
+        dtype: ``fp32``; ``bf16`` (weights and activations in bfloat16, GroupNorm/LayerNorm
+            statistics and softmax in float32); or ``int8`` (Linear layers dynamically
+            quantized by torch, where this torch has it; the rest fp32).
+        fast_paths: swap in the CPU inference blocks (:data:`FAST_BLOCKS`).
+        output_dtype: dtype of the returned tensors (``fp32`` by default whatever ``dtype``);
+            inputs are cast to the compute dtype on the way in.
+        inplace: change ``model`` itself instead of a copy.
+
+    Returns:
+        The model, in eval mode, with ``inference_precision`` set.
+    """
+    precision = parse_precision(dtype)
+    out_dtype = compute_dtype(parse_precision(output_dtype, "output_dtype", ("fp32", "bf16")))
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    if fast_paths:
+        swap_blocks(model, FAST_BLOCKS)
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    elif precision == "int8":
+        quantize_linears_int8(model)
+    _install_casts(model, compute_dtype(precision), out_dtype)
+    model.inference_precision = precision
+    return model
+
+
+def swap_blocks(model: nn.Module, table: dict[type, type]) -> int:
+    """Change the class of every module whose exact type is a key of ``table``; returns the count."""
+    count = 0
+    for module in model.modules():
+        target = table.get(type(module))
+        if target is not None:
+            module.__class__ = target
+            count += 1
+    return count
+
+
+def plain_blocks(model: nn.Module) -> nn.Module:
+    """Undo the block swap of :func:`optimize_for_inference` in place (precision unchanged)."""
+    swap_blocks(model, PLAIN_BLOCKS)
+    return model
+
+
+def torch_int8_available() -> tuple[bool, str]:
+    """(available, why not): torch's dynamic quantization of Linear layers on this stack."""
+    quantization = getattr(getattr(torch, "ao", None), "quantization", None)
+    if quantization is None or not hasattr(quantization, "quantize_dynamic"):
+        return False, (f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic; "
+                       "use the ONNX Runtime int8 format (export --format onnx --dtype int8)")
+    if "x86" not in torch.backends.quantized.supported_engines and \
+            "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False, f"torch {torch.__version__} was built without an x86 quantized engine"
+    return True, ""
+
+
+def quantize_linears_int8(model: nn.Module) -> None:
+    """Replace every ``nn.Linear`` by torch's dynamically quantized int8 Linear (in place)."""
+    available, why = torch_int8_available()
+    if not available:
+        raise RuntimeError(f"dtype int8: {why}")
+    with warnings.catch_warnings():
+        # torch.ao.quantization warns that it will move to torchao; it still works here.
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _install_casts(model: nn.Module, compute: torch.dtype, output: torch.dtype) -> None:
+    """Cast floating inputs to ``compute`` and floating outputs to ``output`` around forward."""
+    for handle in getattr(model, "_inference_cast_handles", ()):
+        handle.remove()
+
+    def cast_inputs(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.to(compute) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def cast_outputs(module: nn.Module, args: tuple, output_value: Any) -> Any:
+        return _cast_floats(output_value, output)
+
+    model._inference_cast_handles = (model.register_forward_pre_hook(cast_inputs),
+                                     model.register_forward_hook(cast_outputs))
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` with every floating tensor (also inside lists and dataclasses) cast to ``dtype``."""
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_floats(v, dtype) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            setattr(value, name, _cast_floats(getattr(value, name), dtype))
+    return value
