@@ -2,12 +2,16 @@
 
   python benchmarks/b1_inference.py            # 10 s fp32 noise, 2 threads, 5 rounds
   python benchmarks/b1_inference.py --quick    # smoke test
+  python benchmarks/b1_inference.py --plain    # the plain student blocks
 
 Per batch size, one interleaved series: each round runs the teacher, then every preset,
 so every student/teacher ratio comes from timings taken back to back (median of the
 per-round ratios). The analytic bound next to each measured speed-up is the FLOP ratio
 teacher/student (FlopCounterMode, CPU attention counted): what the student would gain if
 both ran at the same GFLOP/s. Target: ARMHuBERT >= 3.0x at batch 1 and 4.
+
+Students run as users get them: ``optimize_for_inference(model)`` (fp32, the CPU fast
+blocks), as the hub entries and the S3PRL upstream apply it; ``--plain`` times the plain blocks.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="utterance length (default 10)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
     parser.add_argument("--presets", nargs="+", default=None, help="presets to time (default: all)")
+    common.add_plain_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats, args.warmup = 1.0, 1, 0
@@ -47,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     common.setup(args.threads)
     info = common.print_header("B1 inference: student presets vs HuBERT Base",
                                {"seconds": args.seconds, "batches": args.batches, "repeats": args.repeats,
-                                "warmup": args.warmup, "dtype": "float32"})
+                                "warmup": args.warmup, "dtype": "float32",
+                                "student blocks": "plain" if args.plain else "optimize_for_inference"})
 
     presets = [(n, same) for n, same in unique_presets() if args.presets is None or n in args.presets]
-    students = {name: build_student(name) for name, same in presets if not same}
+    students = {name: common.for_inference(build_student(name), args.plain) for name, same in presets if not same}
     teacher = common.build_teacher()
     forward_teacher = common.profiling.teacher_forward(teacher)
 

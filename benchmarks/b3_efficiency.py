@@ -2,13 +2,15 @@
 
   python benchmarks/b3_efficiency.py            # armhubert, 10 s, batch 1 and 4, 2 threads
   python benchmarks/b3_efficiency.py --quick    # smoke test
+  python benchmarks/b3_efficiency.py --plain    # the plain student blocks
 
 Peak: the best of big square fp32 matmuls (``torch.mm``, n = 2048 and 3072) at the same
 thread count, measured by this script in the same rounds as the models (a peak sample
 between model runs), so machine load affects both alike; the peak is the median over
 rounds of each round's best square-matmul rate. Achieved: FlopCounterMode FLOPs of one
 forward / median wall time. HuBERT Base is shown for context. The analytic bound is 100%
-(the matmul peak). Target: >= 65% at batch 1 and 4 for the student.
+(the matmul peak). Target: >= 65% at batch 1 and 4 for the student, which runs as
+``optimize_for_inference(model)`` (fp32 fast blocks) unless ``--plain``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
     parser.add_argument("--preset", default="armhubert", help="student preset (default armhubert)")
     parser.add_argument("--no-teacher", action="store_true", help="skip HuBERT Base")
+    common.add_plain_option(parser)
     args = parser.parse_args(argv)
     sizes = SQUARE_SIZES
     if args.quick:
@@ -37,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     common.setup(args.threads)
     info = common.print_header("B3 efficiency: achieved GFLOP/s vs fp32 matmul peak",
                                {"preset": args.preset, "seconds": args.seconds, "batches": args.batches,
-                                "repeats": args.repeats, "square matmuls": list(sizes), "dtype": "float32"})
-    student = build_student(args.preset)
+                                "repeats": args.repeats, "square matmuls": list(sizes), "dtype": "float32",
+                                "student blocks": "plain" if args.plain else "optimize_for_inference"})
+    student = common.for_inference(build_student(args.preset), args.plain)
     teacher = None if args.no_teacher else common.build_teacher()
     forward_teacher = None if teacher is None else common.profiling.teacher_forward(teacher)
 

@@ -2,6 +2,7 @@
 
   python benchmarks/b5_scale.py            # 1, 5, 10, 30, 60 s; armhubert; 2 threads
   python benchmarks/b5_scale.py --quick    # smoke test
+  python benchmarks/b5_scale.py --plain    # the plain student blocks
 
 For each length, the student and the teacher are timed alternately (median of the
 rounds) and their peak memory is measured once (torch profiler allocator events: peak live
@@ -9,7 +10,8 @@ tensor bytes above the pre-forward level). Growth columns are relative to the sh
 length; the analytic column is the FLOP growth (FlopCounterMode), i.e. what the time
 growth would be at constant GFLOP/s. Attention is quadratic in length: ARMHuBERT keeps
 (H, T, T) maps for its reuse layers, HuBERT Base runs a fused attention kernel that never
-stores them, so the student's memory grows faster at long lengths.
+stores them, so the student's memory grows faster at long lengths. The student runs as
+``optimize_for_inference(model)`` (fp32 fast blocks) unless ``--plain``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--seconds", type=float, nargs="+", default=list(LENGTHS), help="lengths (default 1 5 10 30 60)")
     parser.add_argument("--preset", default="armhubert", help="student preset (default armhubert)")
+    common.add_plain_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats, args.warmup = [1.0, 2.0], 1, 0
     common.setup(args.threads)
     info = common.print_header("B5 scale: cost vs utterance length (batch 1)",
                                {"preset": args.preset, "seconds": args.seconds, "repeats": args.repeats,
-                                "warmup": args.warmup, "dtype": "float32"})
-    student = build_student(args.preset)
+                                "warmup": args.warmup, "dtype": "float32",
+                                "student blocks": "plain" if args.plain else "optimize_for_inference"})
+    student = common.for_inference(build_student(args.preset), args.plain)
     teacher = common.build_teacher()
     forward_teacher = common.profiling.teacher_forward(teacher)
     models = {args.preset: lambda x: student(x), "HuBERT Base": lambda x: forward_teacher(x)}

@@ -112,18 +112,51 @@ def waves(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
     return profiling.make_waveforms(batch, seconds, seed)
 
 
-def matmul_gflops(size: int, repeats: int = 3) -> float:
-    """Best GFLOP/s of an fp32 (size x size) @ (size x size) matmul over ``repeats`` calls."""
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)  # warm-up
+MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
+
+
+def matmul_gflops(size: int, repeats: int = 3, dtype: str = "fp32") -> float:
+    """Best GFLOP/s (int8: GOP/s) of a (size x size) @ (size x size) matmul over ``repeats`` calls.
+
+    ``dtype``: ``fp32`` or ``bf16`` (``torch.mm``), or ``int8`` (``torch._int_mm``, int8 in,
+    int32 out: what a VNNI int8 Linear can reach at best).
+    """
+    if dtype == "int8":
+        a = torch.randint(-64, 64, (size, size), dtype=torch.int8)
+        b = torch.randint(-64, 64, (size, size), dtype=torch.int8)
+
+        def run() -> None:
+            torch._int_mm(a, b)
+    else:
+        a = torch.randn(size, size, dtype=MATMUL_DTYPES[dtype])
+        b = torch.randn(size, size, dtype=MATMUL_DTYPES[dtype])
+        out = torch.empty(size, size, dtype=MATMUL_DTYPES[dtype])
+
+        def run() -> None:
+            torch.mm(a, b, out=out)
+    run()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        run()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def add_plain_option(parser: argparse.ArgumentParser) -> None:
+    """``--plain``: time the students' plain blocks instead of ``optimize_for_inference``'s."""
+    parser.add_argument("--plain", action="store_true",
+                        help="time the plain student blocks (default: optimize_for_inference(model), fp32 fast blocks)")
+
+
+def for_inference(model: torch.nn.Module, plain: bool = False) -> torch.nn.Module:
+    """What the benchmarks time: ``optimize_for_inference(model)`` (fp32, fast CPU blocks), as the
+    hub entries and the S3PRL upstream run students; with ``plain`` the model as built."""
+    if plain:
+        return model
+    from recycle_distill.inference import optimize_for_inference
+
+    return optimize_for_inference(model)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
