@@ -1,10 +1,11 @@
 """What every hub entry does, and the entries themselves, generated per family.
 
 Each ``upstreams/<family>/hubconf.py`` only puts :func:`family_entries` into its globals:
-``<family>_local``, ``<family>_url``, ``<family>`` and one entry per published checkpoint of
-the family in :data:`recycle_distill.hub.RELEASED`. They are plain module-level functions
-with docstrings, so ``torch.hub``'s rule (public callables of hubconf.py) and S3PRL's
-``from ...hubconf import *`` both find them.
+``<family>_local``, ``<family>_url``, ``<family>``, ``<family>_onnx`` (an exported ``.onnx``
+file run in ONNX Runtime) and one entry per published checkpoint of the family in
+:data:`recycle_distill.hub.RELEASED`. They are plain module-level functions with docstrings,
+so ``torch.hub``'s rule (public callables of hubconf.py) and S3PRL's ``from ...hubconf import *``
+both find them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .builder import ConfigSource
 from .expert import StudentUpstream
 from .hub import RELEASED, default_release, fetch_checkpoint, released_checkpoint
 
-__all__ = ["load_upstream", "load_released", "family_entries", "TITLES"]
+__all__ = ["load_upstream", "load_released", "load_onnx_upstream", "family_entries", "TITLES"]
 
 TITLES = {"armhubert": "ARMHuBERT", "maskhubert": "MaskHuBERT", "starhubert": "STaRHuBERT", "fithubert": "FitHuBERT"}
 
@@ -50,6 +51,33 @@ def load_released(
     return StudentUpstream(path, model_config or entry.preset, family=entry.family, **overrides)
 
 
+def load_onnx_upstream(
+    family: str,
+    ckpt: Union[str, os.PathLike],
+    refresh: bool = False,
+    threads: Optional[int] = None,
+    dtype: Optional[str] = None,
+    **ignored: Any,
+) -> Any:
+    """The ``family`` upstream over an exported ``.onnx`` file (path or URL), run in ONNX Runtime.
+
+    S3PRL passes ``model_config`` (meaningless here: the graph is the architecture) and
+    ``refresh``; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's);
+    ``dtype``, when given, must be the precision the file was exported in.
+    """
+    from .inference.onnx_runtime import OnnxStudentUpstream
+
+    ignored.pop("model_config", None)
+    if ignored:
+        raise TypeError(f"{family}_onnx: unexpected options {', '.join(sorted(ignored))} "
+                        f"(the exported graph fixes the architecture and precision)")
+    upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads)
+    if dtype is not None and dtype != upstream.dtype:
+        raise ValueError(f"{upstream.path}: exported in {upstream.dtype}; dtype={dtype!r} cannot change an ONNX "
+                         f"file (export it again with --dtype {dtype})")
+    return upstream
+
+
 def family_entries(family: str, module: Optional[str] = None) -> dict[str, Any]:
     """The hub entries of ``family``: name -> function (see the module docstring).
 
@@ -67,11 +95,16 @@ def family_entries(family: str, module: Optional[str] = None) -> dict[str, Any]:
     def default(ckpt=None, model_config=None, refresh=False, *args, **kwargs):
         return load_upstream(family, ckpt, model_config, refresh, default_release=release, **kwargs)
 
+    def onnx(ckpt, *args, **kwargs):
+        return load_onnx_upstream(family, ckpt, **kwargs)
+
     entries = {
         f"{family}_local": (local, f"{title} from a local checkpoint file."),
         f"{family}_url": (url, f"{title} from a URL (cached; `refresh=True` downloads again)."),
         family: (default, f"{title} from a path or URL"
                           + (f"; without one, the published {release} checkpoint." if release else ".")),
+        f"{family}_onnx": (onnx, f"{title} exported to ONNX ('recycle-distill export --format onnx'), "
+                                 f"run in ONNX Runtime (needs the [onnx] extra)."),
     }
     for name, entry in RELEASED.items():
         if entry.family == family:

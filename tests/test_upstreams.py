@@ -105,7 +105,7 @@ def test_root_hubconf_lists_every_entry():
     module = torch.hub._import_module("hubconf", str(pathlib.Path(REPO) / "hubconf.py"))
     entries = {name for name in dir(module) if callable(getattr(module, name)) and not name.startswith("_")}
     for family in FAMILIES:
-        assert {family, f"{family}_local", f"{family}_url"} <= entries
+        assert {family, f"{family}_local", f"{family}_url", f"{family}_onnx"} <= entries
     assert {"armhubert_960h", "armhubert_s_100h", "armhubert_s_960h", "armwavlm_s_100h", "armwavlm_s_960h", "maskhubert_960h"} <= entries
 
 
@@ -247,12 +247,12 @@ def test_hub_entries_are_generated_from_the_released_table(monkeypatch):
     monkeypatch.setitem(hub.RELEASED, "starhubert_test", hub.ReleasedCheckpoint(
         "starhubert", "STaRHuBERT-test.ckpt", "starhubert", "STaRHuBERT for this test.", True))
     entries = hub_entries.family_entries("starhubert", "some.hubconf")
-    assert sorted(entries) == ["starhubert", "starhubert_local", "starhubert_test", "starhubert_url"]
+    assert sorted(entries) == ["starhubert", "starhubert_local", "starhubert_onnx", "starhubert_test", "starhubert_url"]
     assert entries["starhubert_test"].__doc__ == "STaRHuBERT for this test."
     assert entries["starhubert"].__doc__.endswith("without one, the published starhubert_test checkpoint.")
     assert str(inspect.signature(entries["starhubert_local"])) == "(ckpt, model_config=None, *args, **kwargs)"
     assert {f.__module__ for f in entries.values()} == {"some.hubconf"}
     hubconf = _hubconf("armhubert")
     assert {name for name in vars(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))} == {
-        "armhubert", "armhubert_local", "armhubert_url", "armhubert_960h", "armhubert_s_100h", "armhubert_s_960h",
-        "armwavlm_s_100h", "armwavlm_s_960h"}
+        "armhubert", "armhubert_local", "armhubert_url", "armhubert_onnx", "armhubert_960h", "armhubert_s_100h",
+        "armhubert_s_960h", "armwavlm_s_100h", "armwavlm_s_960h"}

@@ -2,6 +2,10 @@
 
   recycle-distill convert ARMHuBERT-960h.ckpt -g armhubert-960.yaml -o armhubert-960h.safetensors
 
+An alias of the export command's safetensors format (same file, fp32):
+  recycle-distill export ARMHuBERT-960h.ckpt -g armhubert-960.yaml --format safetensors -o armhubert-960h.safetensors
+(``export`` also takes presets and published releases, ``--dtype bf16``, and the hf/onnx formats.)
+
 The output holds the student weights only (no teacher, no optimizer state) with the family,
 the architecture config and a format version as metadata, so it loads without -g:
   torch.hub.load(REPO, 'armhubert', source='local', ckpt='armhubert-960h.safetensors')

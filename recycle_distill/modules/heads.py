@@ -23,8 +23,9 @@ class TimeUpsampler(nn.Module):
     def forward(self, x: Tensor, length: int) -> Tensor:
         """(B, T', E) -> (B, length, E); a missing last frame repeats the previous one."""
         y = self.conv(x.transpose(1, 2))
-        if y.shape[-1] < length:
-            y = F.pad(y, (0, length - y.shape[-1]), mode="replicate")
+        # No "if shorter" branch: padding by 0 frames is the identity (and a negative amount
+        # crops), so one path serves every length, which keeps a traced ONNX export general.
+        y = F.pad(y, (0, length - y.shape[-1]), mode="replicate")
         return y[:, :, :length].transpose(1, 2)
 
 
