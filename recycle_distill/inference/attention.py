@@ -35,6 +35,17 @@ def _blocks(batch: int, heads: int, time: int) -> list[tuple[int, slice, slice]]
     ]
 
 
+def map_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype attention maps are held in: bfloat16 in bf16 inference, float32 otherwise.
+
+    torch's CPU softmax on bfloat16 computes in float32 internally and rounds once, so the
+    bf16 maps skip two full-map casts per layer; a map handed on to a reuse layer goes
+    through softmax again, where its bf16 rounding (~3e-3 relative) moves the output far
+    less than the bf16 values it multiplies.
+    """
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
 class FastSelfAttention(SelfAttention):
     """:class:`SelfAttention` with q/k/v as one matmul and the blocked probabilities path.
 
@@ -56,14 +67,15 @@ class FastSelfAttention(SelfAttention):
     def probs_and_attended(
         self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        """As :meth:`SelfAttention.probs_and_attended`, block by block on the fast path."""
+        """As :meth:`SelfAttention.probs_and_attended`, block by block on the fast path (maps in
+        :func:`map_dtype`)."""
         if not fast_path_applies(q):
             return super().probs_and_attended(q, k, v, key_padding_mask)
         batch, heads, time, head_dim = q.shape
-        probs = q.new_empty(batch, heads, time, time, dtype=torch.float32)
+        probs = q.new_empty(batch, heads, time, time, dtype=map_dtype(q.dtype))
         attended = v.new_empty(batch, heads, time, head_dim)
         for b, head_block, rows in _blocks(batch, heads, time):
-            scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).float()
+            scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).to(probs.dtype)
             if key_padding_mask is not None:
                 scores.masked_fill_(key_padding_mask[b], float("-inf"))
             block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
@@ -80,7 +92,13 @@ class FastReusedAttention(ReusedAttention):
             return super().attend(reused_probs, v, key_padding_mask)
         attended = v.new_empty(v.shape)
         for b, head_block, rows in _blocks(*reused_probs.shape[:3]):
-            mask = None if key_padding_mask is None else key_padding_mask[b : b + 1]
-            block = _masked_softmax(reused_probs[b : b + 1, head_block, rows], mask, v.dtype)[0]
-            torch.matmul(block, v[b, head_block], out=attended[b, head_block, rows])
+            if reused_probs.dtype == torch.bfloat16:
+                block = reused_probs[b, head_block, rows]
+                if key_padding_mask is not None:
+                    block = block.masked_fill(key_padding_mask[b], float("-inf"))
+                block = torch.softmax(block, dim=-1)
+            else:
+                mask = None if key_padding_mask is None else key_padding_mask[b : b + 1]
+                block = _masked_softmax(reused_probs[b : b + 1, head_block, rows], mask, v.dtype)[0]
+            torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
         return attended

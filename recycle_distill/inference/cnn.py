@@ -92,9 +92,22 @@ def _forward_channels_last(conv_layers: nn.ModuleList, waveforms: Tensor) -> Ten
                 x = _conv_channels_last(x, module)
             elif isinstance(module, nn.GELU):
                 x = torch.ops.aten.gelu_(x)
+            elif isinstance(module, nn.GroupNorm) and x.dtype == torch.bfloat16:
+                x = _group_norm_bf16(x, module)
             else:
                 x = module(x)  # Dropout and GroupNorm keep the channels-last layout
     return x.squeeze(2)
+
+
+def _group_norm_bf16(x: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """GroupNorm of bf16 ``x`` with float32 statistics, without a float32 copy of ``x``.
+
+    torch's CPU kernel takes a bf16 input with float32 affine parameters and accumulates
+    in float32; the plain block's upcast would copy the largest activation twice.
+    """
+    weight = None if norm.weight is None else norm.weight.float()
+    bias = None if norm.bias is None else norm.bias.float()
+    return F.group_norm(x, norm.num_groups, weight, bias, norm.eps)
 
 
 def _conv_channels_last(x: Tensor, conv: nn.Conv1d) -> Tensor:

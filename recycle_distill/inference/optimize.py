@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..models.encoder import TransformerEncoder
 from ..modules.attention import ReusedAttention, SelfAttention
@@ -134,13 +134,22 @@ def _install_casts(model: nn.Module, compute: torch.dtype, output: torch.dtype) 
                                      model.register_forward_hook(cast_outputs))
 
 
-def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
-    """``value`` with every floating tensor (also inside lists and dataclasses) cast to ``dtype``."""
+def _cast_floats(value: Any, dtype: torch.dtype, done: Optional[dict[int, Tensor]] = None) -> Any:
+    """``value`` with every floating tensor (also inside lists and dataclasses) cast to ``dtype``.
+
+    A tensor reachable twice (a family's ``hidden_states`` may be its ``projections``) is
+    cast once.
+    """
+    done = {} if done is None else done
     if torch.is_tensor(value):
-        return value.to(dtype) if value.is_floating_point() else value
+        if not value.is_floating_point() or value.dtype == dtype:
+            return value
+        if id(value) not in done:
+            done[id(value)] = value.to(dtype)
+        return done[id(value)]
     if isinstance(value, (list, tuple)):
-        return type(value)(_cast_floats(v, dtype) for v in value)
+        return type(value)(_cast_floats(v, dtype, done) for v in value)
     if hasattr(value, "__dataclass_fields__"):
         for name in value.__dataclass_fields__:
-            setattr(value, name, _cast_floats(getattr(value, name), dtype))
+            setattr(value, name, _cast_floats(getattr(value, name), dtype, done))
     return value
