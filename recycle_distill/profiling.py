@@ -178,10 +178,15 @@ def build_hubert_base(seed: int = 0, num_labels: int = HUBERT_BASE_NUM_LABELS) -
     return model.eval()
 
 
-def teacher_forward(model: nn.Module) -> Callable[[Tensor], Any]:
-    """The call S3PRL's HuBERT upstream makes: (B, S) waves -> (B, T, 768) last layer, mask."""
+def teacher_forward(model: nn.Module, dtype: Optional[torch.dtype] = None) -> Callable[[Tensor], Any]:
+    """The call S3PRL's HuBERT upstream makes: (B, S) waves -> (B, T, 768) last layer, mask.
+
+    ``dtype``: cast the waves to it first (a bf16 teacher takes bf16 input).
+    """
 
     def forward(waveforms: Tensor) -> Any:
+        if dtype is not None:
+            waveforms = waveforms.to(dtype)
         return model.extract_features(waveforms, padding_mask=None, mask=False)
 
     return forward
@@ -348,12 +353,21 @@ class ModelProfile:
 
 @dataclass
 class ProfileTarget:
-    """A model to profile: the module, how to call it on waveforms, and its head prefixes."""
+    """A model to profile: the module, how to call it on waveforms, and its head prefixes.
+
+    ``counted_model`` / ``counted_forward``, when given, are what parameters and FLOPs are
+    counted on (e.g. the fp32 plain-block student behind a bf16 or int8 copy: int8 Linears
+    hide their weights from ``parameters()`` and run kernels FlopCounterMode does not see,
+    and a FLOP is a FLOP in any precision); ``model`` and ``forward`` are what is timed and
+    measured for memory.
+    """
 
     name: str
     model: nn.Module
     forward: Callable[[Tensor], Any]
     head_prefixes: Sequence[str] = ()
+    counted_model: Optional[nn.Module] = None
+    counted_forward: Optional[Callable[[Tensor], Any]] = None
 
 
 def profile_models(
@@ -366,16 +380,23 @@ def profile_models(
     measure_memory: bool = True,
     seed: int = 0,
 ) -> list[ModelProfile]:
-    """Profile every target on the same (batch, seconds) noise input; timings interleaved."""
+    """Profile every target on the same (batch, seconds) noise input; timings interleaved.
+
+    Parameters and FLOPs come from each target's ``counted_model`` / ``counted_forward`` where
+    set (see :class:`ProfileTarget`), times and memory from its ``model`` / ``forward``.
+    """
     waves = make_waveforms(batch, seconds, seed, str(device))
     profiles = []
     for target in targets:
         target.model.to(device).eval()
-        by_op = count_flops_by_op(lambda target=target: target.forward(waves))
+        counted = target.counted_model if target.counted_model is not None else target.model
+        counted_forward = target.counted_forward or target.forward
+        counted.to(device).eval()
+        by_op = count_flops_by_op(lambda: counted_forward(waves))
         profiles.append(
             ModelProfile(
                 name=target.name,
-                params=count_parameters(target.model, target.head_prefixes),
+                params=count_parameters(counted, target.head_prefixes),
                 flops=sum(by_op.values()),
                 batch=batch,
                 seconds=seconds,

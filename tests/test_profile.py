@@ -1,5 +1,6 @@
 """`recycle-distill profile` and the benchmark scripts."""
 
+import json
 import os
 import pathlib
 import re
@@ -149,3 +150,93 @@ def test_benchmark_runs_quick(script):
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "==" in done.stdout
+
+
+def _spy_targets(monkeypatch) -> list:
+    """Record the ProfileTargets the CLI hands to profile_models."""
+    seen = []
+    real = profiling.profile_models
+
+    def spy(targets, **kwargs):
+        seen.extend(targets)
+        return real(targets, **kwargs)
+
+    monkeypatch.setattr(profiling, "profile_models", spy)
+    return seen
+
+
+def test_cli_profiles_in_bf16_and_counts_in_fp32(tiny_arm_files, capsys, monkeypatch):
+    """--dtype bf16 times a bf16 student with the fast blocks; FLOPs and params are the fp32
+    plain model's, so they equal the fp32 run's."""
+    ckpt, config, _ = tiny_arm_files
+    base = ["profile", str(ckpt), "-g", str(config), "--seconds", "0.5", "--repeats", "1", "--no-memory",
+            "--no-teacher"]
+    targets = _spy_targets(monkeypatch)
+    assert cli_main(base + ["--dtype", "bf16"]) == 0
+    assert ("dtype: bf16; student: bf16, fast blocks (optimize_for_inference); params and FLOPs counted on "
+            "the fp32 model with the plain blocks") in capsys.readouterr().out
+    [student] = targets
+    assert {p.dtype for p in student.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in student.counted_model.parameters()} == {torch.float32}
+    assert any(type(m).__module__.startswith("recycle_distill.inference") for m in student.model.modules())
+    counts = {}
+    for dtype in ("fp32", "bfloat16"):
+        assert cli_main(base + ["--json", "--dtype", dtype]) == 0
+        report = json.loads(capsys.readouterr().out)
+        counts[report["setting"]["dtype"]] = {k: report["profiles"][0][k]
+                                              for k in ("flops", "params_total", "params_without_heads")}
+    assert list(counts) == ["fp32", "bf16"]  # the alias is reported by its one name
+    assert counts["bf16"] == counts["fp32"] and counts["fp32"]["flops"] > 0
+
+
+@pytest.mark.slow  # builds HuBERT Base twice (fp32 for the counts, bf16 for the timing)
+def test_cli_profiles_a_bf16_teacher_beside_a_bf16_student(tiny_arm_files, capsys, monkeypatch):
+    ckpt, config, _ = tiny_arm_files
+    targets = _spy_targets(monkeypatch)
+    assert cli_main(["profile", str(ckpt), "-g", str(config), "--seconds", "0.5", "--repeats", "1",
+                     "--no-memory", "--dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "; teacher: bf16 copy of the same weights;" in out and "HuBERT Base" in out
+    _, teacher = targets
+    assert {p.dtype for p in teacher.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in teacher.counted_model.parameters()} == {torch.float32}
+    fp32, bf16 = teacher.counted_model.state_dict(), teacher.model.state_dict()
+    assert all(torch.equal(bf16[k], v.to(torch.bfloat16)) for k, v in fp32.items())  # same weights
+
+
+def test_cli_profiles_int8_plain_blocks(tiny_arm_files, capsys, monkeypatch):
+    from recycle_distill.inference import torch_int8_available
+
+    available, why = torch_int8_available()
+    if not available:
+        pytest.skip(why)
+    ckpt, config, fixture = tiny_arm_files
+    targets = _spy_targets(monkeypatch)
+    argv = ["profile", str(ckpt), "-g", str(config), "--seconds", "0.5", "--repeats", "0", "--no-memory",
+            "--dtype", "int8", "--plain", "--json", "--no-teacher"]
+    assert cli_main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["setting"]["dtype"] == "int8" and report["setting"]["student_blocks"] == "plain"
+    # int8 Linears keep their weights out of parameters(); the count is the fp32 model's.
+    assert report["profiles"][0]["params_total"] == sum(v.numel() for v in fixture["state_dict"].values()
+                                                        if v.is_floating_point())
+    student = targets[0].model
+    assert not any(type(m).__module__.startswith("recycle_distill.inference") for m in student.modules())
+    assert not any(type(m) is torch.nn.Linear for m in student.modules())
+
+
+def test_profile_says_the_teacher_stays_fp32_under_int8():
+    from recycle_distill.commands.profile import precision_line
+
+    assert precision_line("int8", False, "fp32") == (
+        "dtype: int8; student: int8, fast blocks (optimize_for_inference); teacher: fp32 (int8 applies to our "
+        "students' Linear layers only); params and FLOPs counted on the fp32 model with the plain blocks")
+    assert precision_line("fp32", True, "fp32") == (
+        "dtype: fp32; student: fp32, plain blocks (--plain); teacher: fp32; params and FLOPs counted on the "
+        "fp32 model with the plain blocks")
+
+
+def test_cli_rejects_an_unsupported_dtype(capsys):
+    assert cli_main(["profile", "armhubert", "--dtype", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --dtype: unsupported precision 'fp16'; choose one of fp32, bf16, int8\n"

@@ -3,12 +3,21 @@
   recycle-distill profile armhubert                      # a preset
   recycle-distill profile my_student.yaml --batch 4      # a reference -g YAML or ours
   recycle-distill profile ARMHuBERT-960h.ckpt --family armhubert -g armhubert-960.yaml
+  recycle-distill profile armhubert --dtype bf16         # bf16 student and teacher
+  recycle-distill profile armhubert --dtype int8 --plain # int8 Linears, plain blocks
 
 The teacher is S3PRL's HubertModel at the HuBERT Base shape with random weights; both
 models get the same noise input. FLOPs are counted by torch's FlopCounterMode while the
 models run (CPU attention kernels included); times are medians of interleaved repeats
 after a warm-up; peak memory is the live tensor peak above the pre-forward level (CPU:
 torch profiler allocator events; CUDA: max_memory_allocated).
+
+The student runs as users get it: through ``optimize_for_inference(student, --dtype)`` (the
+fast CPU blocks; ``--plain`` keeps the plain ones). The teacher runs in bf16 for ``--dtype
+bf16`` (a bf16 copy of the same weights) and in fp32 otherwise (int8 quantizes our students'
+Linear layers; the teacher is S3PRL's model, left as S3PRL runs it). Parameters and FLOPs are
+always counted on the fp32 models with the plain blocks: a precision changes the time, not the
+arithmetic, and int8 Linears hide both their weights and their kernels from the counters.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import sys
 import torch
 
 from .. import profiling
+from ..inference import optimize_for_inference, parse_precision
 from ..builder import build_student, list_presets, resolve_config
 from ..checkpoint import load_student
 from ..checkpoint.compact import is_safetensors, read_compact
@@ -44,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--no-teacher", action="store_true", help="profile the student alone")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--dtype", default="fp32",
+                        help="student precision: fp32, bf16 or int8 (default fp32); bf16 also runs the teacher "
+                             "in bf16, int8 leaves it in fp32")
+    parser.add_argument("--plain", action="store_true",
+                        help="profile the plain blocks (no optimize_for_inference fast paths)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
 
@@ -78,23 +93,35 @@ def run(args: argparse.Namespace) -> int:
         print("error: CUDA is not available", file=sys.stderr)
         return 2
     try:
+        precision = parse_precision(args.dtype, "--dtype")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if precision == "int8" and not args.device.startswith("cpu"):
+        print("error: --dtype int8 (torch dynamic quantization) runs on the CPU only", file=sys.stderr)
+        return 2
+    try:
         student, family = load_model(args.model, args.family, args.model_config)
-    except (ConfigError, ValueError, OSError) as err:
+        runner = optimize_for_inference(student, precision, fast_paths=not args.plain)
+    except (ConfigError, ValueError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     name = os.path.basename(args.model) if os.path.exists(args.model) else args.model
-    targets = [profiling.ProfileTarget(name, student, profiling.student_forward(student),
-                                       profiling.STUDENT_HEAD_PREFIXES)]
+    teacher_precision = "bf16" if precision == "bf16" else "fp32"
+    targets = [profiling.ProfileTarget(name, runner, profiling.student_forward(runner),
+                                       profiling.STUDENT_HEAD_PREFIXES, counted_model=student,
+                                       counted_forward=profiling.student_forward(student))]
     if not args.no_teacher:
-        teacher = profiling.build_hubert_base()
-        targets.append(profiling.ProfileTarget("HuBERT Base", teacher, profiling.teacher_forward(teacher),
-                                               profiling.TEACHER_HEAD_PREFIXES))
+        targets.append(teacher_target(teacher_precision))
     profiles = profiling.profile_models(
         targets, seconds=args.seconds, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
         device=args.device, measure_memory=not args.no_memory,
     )
     setting = {
-        "family": family, "device": args.device, "threads": torch.get_num_threads(), "dtype": "float32",
+        "family": family, "device": args.device, "threads": torch.get_num_threads(), "dtype": precision,
+        "student_blocks": "plain" if args.plain else "fast (optimize_for_inference)",
+        "teacher_dtype": None if args.no_teacher else teacher_precision,
+        "flops_counted_on": FLOPS_COUNTED_ON,
         "batch": args.batch, "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup,
         "torch": torch.__version__,
     }
@@ -107,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
           f"float32 noise, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           + (f"time: median of {args.repeats} after {args.warmup} warm-up" if args.repeats
              else "time: not measured (--repeats 0), so the timing rows are left out"))
+    print(precision_line(precision, args.plain, None if args.no_teacher else teacher_precision))
     if args.no_teacher:
         _print_single(profiles[0])
     else:
@@ -121,6 +149,33 @@ def run(args: argparse.Namespace) -> int:
     if profiles[0].memory_method:
         print(f"memory: {profiles[0].memory_method}")
     return 0
+
+
+FLOPS_COUNTED_ON = "the fp32 model with the plain blocks"
+
+
+def teacher_target(precision: str) -> profiling.ProfileTarget:
+    """HuBERT Base as a profile target: run in ``precision`` (fp32 or bf16), counted in fp32."""
+    teacher = profiling.build_hubert_base()
+    if precision == "fp32":
+        return profiling.ProfileTarget("HuBERT Base", teacher, profiling.teacher_forward(teacher),
+                                       profiling.TEACHER_HEAD_PREFIXES)
+    # A second build (same seed, same weights): S3PRL's weight-normed conv cannot be deep-copied.
+    fast = profiling.build_hubert_base().to(torch.bfloat16)
+    return profiling.ProfileTarget("HuBERT Base", fast, profiling.teacher_forward(fast, torch.bfloat16),
+                                   profiling.TEACHER_HEAD_PREFIXES, counted_model=teacher,
+                                   counted_forward=profiling.teacher_forward(teacher))
+
+
+def precision_line(precision: str, plain: bool, teacher_precision: str | None) -> str:
+    """One line saying what ran in which precision and what the FLOPs were counted on."""
+    blocks = "plain blocks (--plain)" if plain else "fast blocks (optimize_for_inference)"
+    line = f"dtype: {precision}; student: {precision}, {blocks}"
+    if teacher_precision == "bf16":
+        line += "; teacher: bf16 copy of the same weights"
+    elif teacher_precision is not None:
+        line += "; teacher: fp32" + (" (int8 applies to our students' Linear layers only)" if precision == "int8" else "")
+    return line + f"; params and FLOPs counted on {FLOPS_COUNTED_ON}"
 
 
 def _print_single(profile: profiling.ModelProfile) -> None:
