@@ -312,6 +312,22 @@ def test_export_refuses_bf16_for_onnx(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"per_utterance_cnn": True}, "export_onnx: per_utterance_cnn loops over the batch by its lengths, which a "
+                                  "traced graph cannot follow; export with per_utterance_cnn=False"),
+    ({"crop_seq_to_multiple": 2}, "export_onnx: required_seq_len_multiple=1 and crop_seq_to_multiple=2 are not "
+                                  "exportable; only 1 is (as in every released student)"),
+])
+def test_configs_a_trace_cannot_follow_are_refused(tmp_path, extra, message):
+    model = build_student(tiny_distiller("maskhubert", **extra), family="maskhubert")
+    with pytest.raises(ValueError) as err:
+        export_onnx(model, tmp_path / "m.onnx", family="maskhubert")
+    assert str(err.value) == message
+    with pytest.raises(ValueError, match="family 'armhubert' does not match the model's family 'maskhubert'"):
+        export_onnx(model, tmp_path / "m.onnx", family="armhubert")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _cli(argv, capsys):
     from recycle_distill.cli import main
 

@@ -24,9 +24,12 @@ The exported copy is rebuilt from the model's config and state dict (the plain b
 so neither the caller's model nor any ``optimize_for_inference`` swap on it is touched or
 traced. Weight norm is folded: the positional conv's ``weight_g``/``weight_v`` become one
 constant Conv weight in the graph. ``dtype="int8"`` applies ONNX Runtime's dynamic
-quantization (int8 weights, per-row scales, uint8 activations quantized at run time) to the
-MatMul/Gemm nodes; the convolutions stay fp32 (see :data:`INT8_OP_TYPES`). bf16 is refused:
-ONNX Runtime's CPU provider has no bfloat16 MatMul kernel.
+quantization (int8 weights with per-output-channel scales, uint8 activations quantized at run
+time) to the MatMul/Gemm nodes; the convolutions stay fp32 (see :data:`INT8_OP_TYPES`). bf16 is
+refused: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel. Two config options are
+refused because their amounts are Python decisions a trace would freeze: ``per_utterance_cnn``
+and ``required_seq_len_multiple``/``crop_seq_to_multiple`` other than 1 (no released student
+uses them).
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ ONNX_DTYPES = ("fp32", "int8")
 DEFAULT_OPSET = 17  # LayerNormalization is one ONNX op from 17 on (ONNX Runtime fuses it)
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("hidden_states", "last_hidden_state", "padding_mask")
-# Quantizing Conv too was measured on the ARMHuBERT preset (10 s, 2 threads): the CNN's int8
-# ConvInteger kernels ran slower than fp32 convs and the worst-layer error grew; MatMul/Gemm only.
+# Measured on the ARMHuBERT / STaRHuBERT presets (random init, 10 s espeak speech, 2 threads):
+# MatMul/Gemm only: worst-layer relative L2 error 0.015 / 0.011, 1.25x / 1.7x faster than ORT
+# fp32. Quantizing Conv too: error 0.197 / 0.186 (the CNN's and positional conv's errors feed
+# every layer) and about 2x SLOWER than fp32 (ORT's ConvInteger path). So MatMul/Gemm only.
 INT8_OP_TYPES = ("MatMul", "Gemm")
 INSTALL_HINT = 'ONNX support needs the optional packages: pip install "recycle-distill[onnx]"'
 
@@ -77,8 +82,15 @@ def require_onnx(*modules: str) -> None:
             raise ImportError(f"{name} is not installed. {INSTALL_HINT}") from err
 
 
-def check_onnx_dtype(dtype: str) -> str:
-    """``dtype`` if ONNX export supports it, else a ValueError naming the option and the choices."""
+def check_onnx_dtype(dtype: Union[str, torch.dtype, None]) -> str:
+    """The canonical name of ``dtype`` (``fp32``, ``int8``; aliases such as ``float32`` accepted)
+    if ONNX export supports it, else a ValueError naming the option and the choices."""
+    from .precision import parse_precision
+
+    try:
+        dtype = parse_precision(dtype, "dtype")
+    except ValueError:
+        pass  # an unknown name: refused below with the ONNX choices
     if dtype == "bf16":
         raise ValueError(
             f"dtype 'bf16' is not supported for ONNX: ONNX Runtime's CPU provider has no bfloat16 MatMul "
@@ -258,7 +270,7 @@ def export_onnx(
     path: PathLike,
     *,
     family: str,
-    dtype: str = "fp32",
+    dtype: Union[str, torch.dtype, None] = "fp32",
     opset: Optional[int] = None,
     example_seconds: float = 2.0,
 ) -> dict[str, Any]:
@@ -276,8 +288,8 @@ def export_onnx(
         Info: ``path``, ``family``, ``dtype``, ``opset``, ``exporter``, ``seconds`` (wall time),
         ``bytes`` (file size) and ``metadata`` (without the prefix).
     """
+    dtype = check_onnx_dtype(dtype)
     require_onnx("onnx", "onnxruntime") if dtype == "int8" else require_onnx("onnx")
-    check_onnx_dtype(dtype)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     started = time.perf_counter()
     plain = _plain_fp32_copy(model, family)
