@@ -61,7 +61,7 @@ def tiny_arm_files(tmp_path):
 # they live) to make the fixtures take those branches.
 FAST_PATH_THRESHOLDS = {
     "recycle_distill.inference.attention.CHUNK_BYTES": 1024,
-    "recycle_distill.inference.cnn.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.inference.conv_runner.LARGE_TENSOR_BYTES": 1024,
     "recycle_distill.inference.encoder.LARGE_TENSOR_BYTES": 1024,
 }
 

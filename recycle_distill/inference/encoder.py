@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..models.encoder import TransformerEncoder
-from .cnn import LARGE_TENSOR_BYTES
+from .conv_runner import LARGE_TENSOR_BYTES
 from .derived import fast_path_applies
 
 

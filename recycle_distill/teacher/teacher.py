@@ -11,6 +11,13 @@ Frame padding follows each model's own rule: HuBERT and WavLM call the model's
 ``forward_padding_mask`` (a frame is padding only if ALL its samples are padding, so an
 11,200-sample wave padded to 16,000 has 35 valid frames, not the 34 of the conv formula);
 wav2vec 2.0 uses the conv-length formula as its ``forward`` does.
+
+Precision: ``teacher.to(torch.bfloat16)`` makes the teacher compute in bf16 (the trainer does
+this once for ``train.precision: bf16``; the weights are frozen, so no float32 master copy is
+kept). Waves are normalised in float32 and then cast; S3PRL's first-block GroupNorm still
+computes in float32, torch's CPU LayerNorm and softmax kernels accumulate bf16 inputs in
+float32, and autocast is switched off inside such a teacher (it would only re-cast). Outputs
+come back in the teacher's dtype; the losses upcast them to float32.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..inference.cnn import run_conv_blocks
+from ..inference.conv_runner import run_conv_blocks
 from ..modules.masks import conv_output_lengths, lengths_to_padding_mask
 from .masking import RandomLike, SpanMaskConfig, compute_mask_indices
 from .s3prl_models import KINDS, kind_of_model
@@ -101,6 +108,11 @@ class Teacher(nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.model.mask_emb.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the teacher computes in: its weights' (float32 unless cast with ``.to``)."""
+        return self.model.mask_emb.dtype
 
     @property
     def downsample_rate(self) -> int:
@@ -182,14 +194,23 @@ class Teacher(nn.Module):
             raise ValueError(f"lengths must be (B,)={batch} values in [1, {num_samples}], got {lengths.tolist()}")
         if self.normalize:
             waveforms = self._normalize(waveforms, lengths)
-        # S3PRL's blocks, run as our CNN runs them (channels-last in CPU inference; same values).
-        features = run_conv_blocks(self.model.feature_extractor.conv_layers, waveforms).transpose(1, 2)
-        features = self.model.layer_norm(features)
-        padding_mask = self._frame_padding(lengths, num_samples, features.shape[1])
-        features = features[:, : padding_mask.shape[1]]  # wav2vec 2.0's crop_seq_to_multiple
-        if self.model.post_extract_proj is not None:
-            features = self.model.post_extract_proj(features)
+        waveforms = waveforms.to(self.dtype)
+        with self._own_precision(waveforms.device):
+            # S3PRL's blocks, run as our CNN runs them (channels-last in CPU inference; same values).
+            features = run_conv_blocks(self.model.feature_extractor.conv_layers, waveforms).transpose(1, 2)
+            features = self.model.layer_norm(features)
+            padding_mask = self._frame_padding(lengths, num_samples, features.shape[1])
+            features = features[:, : padding_mask.shape[1]]  # wav2vec 2.0's crop_seq_to_multiple
+            if self.model.post_extract_proj is not None:
+                features = self.model.post_extract_proj(features)
         return features, padding_mask
+
+    def _own_precision(self, device: torch.device):
+        """Autocast off in a teacher cast to a reduced precision (its weights are the plan);
+        a float32 teacher follows any autocast around it, as before."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, enabled=False)
 
     @staticmethod
     def _normalize(waveforms: Tensor, lengths: Tensor) -> Tensor:
@@ -216,7 +237,17 @@ class Teacher(nn.Module):
         first_input: list[Tensor] = []
         layers = self.model.encoder.layers
         handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0])) for layer in layers]
-        handles.append(layers[0].register_forward_pre_hook(lambda _m, args: first_input.append(args[0])))
+
+        def first_layer_input(_module: nn.Module, args: tuple) -> Optional[tuple]:
+            first_input.append(args[0])
+            if args[0].dtype == torch.float32 or args[0].is_contiguous():
+                return None  # float32 keeps S3PRL's exact kernels (bit-identical targets)
+            # S3PRL hands layer 0 a transposed (T, B, D) view. With frozen weights, F.linear cannot
+            # fold it into one matmul and broadcasts each projection weight to a (T, D, D) batch
+            # instead: three copies of ~0.35 GB per pass at 2 x 6 s, about a third of a bf16 pass.
+            return (args[0].contiguous(),) + tuple(args[1:])
+
+        handles.append(layers[0].register_forward_pre_hook(first_layer_input))
         try:
             yield outputs, first_input
         finally:
@@ -228,7 +259,7 @@ class Teacher(nn.Module):
         frames = x.shape[1]
         # Passing None when nothing is padded keeps S3PRL on its unmasked path (same values).
         mask = padding_mask if bool(padding_mask.any()) else None
-        with self._collect_layer_outputs() as (outputs, first_input):
+        with self._collect_layer_outputs() as (outputs, first_input), self._own_precision(x.device):
             last, _ = self.model.encoder(x, padding_mask=mask)
         if len(outputs) != self.num_layers:
             raise RuntimeError(f"expected {self.num_layers} layer outputs, got {len(outputs)} (layer drop active?)")
