@@ -183,10 +183,11 @@ def main() -> int:
     parser = base_parser(__doc__.splitlines()[0], repeats=1)
     args = parser.parse_args()
     if not espeak_available():
-        print("error: espeak-ng is not installed (apt-get install -y espeak-ng): this report needs speech, "
-              "not noise", file=sys.stderr)
+        print("error: espeak-ng is not available (apt-get install -y espeak-ng; RECYCLE_DISTILL_NO_ESPEAK unset): "
+              "this report needs speech, not noise", file=sys.stderr)
         return 1
     setup(args.threads)
+    started = time.perf_counter()
     wavs = speech()
     why_no_int8 = torch_int8_available()[1]
     why_no_onnx = onnx_missing()
@@ -205,9 +206,11 @@ def main() -> int:
             for name in os.listdir(folder):  # full-size ONNX files are ~100 MB each
                 os.remove(os.path.join(folder, name))
     print_summary(results)
+    elapsed = time.perf_counter() - started
+    print(f"total: {elapsed:.0f} s")
     if args.json:
         write_json(args.json, {
-            "machine": machine(), "reference": REFERENCE,
+            "machine": machine(), "reference": REFERENCE, "elapsed_s": elapsed,
             "utterances": [{"text": t, "voice": v, "pitch": p, "seconds": w.numel() / 16000}
                            for w, (t, v, p) in zip(wavs, UTTERANCES)],
             "results": [vars(r) for r in results],

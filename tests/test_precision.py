@@ -211,3 +211,48 @@ def test_upstream_and_optimize_refuse_unsupported_precisions(tiny_arm_files):
     with pytest.raises(ValueError) as err:
         optimize_for_inference(tiny_student("armhubert"), "bf16", output_dtype="int8")
     assert str(err.value) == "output_dtype: unsupported precision 'int8'; choose one of fp32, bf16"
+
+
+# -------------------------------------------------------------------- the quality report
+QUALITY_REPORT = pathlib.Path(REPO) / "benchmarks" / "formats_quality.py"
+
+
+@needs_espeak
+@pytest.mark.slow  # exports four tiny ONNX files twice each (~20 s)
+def test_quality_report_covers_every_tiny_model_and_format(tmp_path):
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(QUALITY_REPORT), "--quick", "--json", str(tmp_path / "q.json")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "q.json").read_text())
+    results = {(r["model"].split()[1], r["format"]): r for r in report["results"]}
+    assert set(results) == {(f, fmt) for f in FAMILIES for fmt in ("fp32-fast", "bf16", "int8", "onnx-fp32", "onnx-int8")}
+    for (family, fmt), result in results.items():
+        if fmt == "int8" and not torch_int8_available()[0]:
+            assert result["status"] == "skipped" and result["reason"] == torch_int8_available()[1]
+            continue
+        if fmt.startswith("onnx") and importlib.util.find_spec("onnxruntime") is None:
+            assert result["status"] == "not available" and "pip install '.[onnx]'" in result["reason"]
+            continue
+        assert result["status"] == "ok", result
+        worst = max(layer["relative_l2"] for layer in result["layers"])
+        assert worst == result["worst"]["relative_l2"]
+        assert worst <= {"fp32-fast": 1e-5, "onnx-fp32": 1e-4, "bf16": BF16_BOUND}.get(fmt, INT8_BOUND), (family, fmt)
+    assert "worst layer (relative L2 error / layer index)" in done.stdout
+
+
+def test_quality_report_refuses_to_run_without_espeak():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RECYCLE_DISTILL_NO_ESPEAK="1")
+    done = subprocess.run([sys.executable, str(QUALITY_REPORT), "--quick"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env=env)
+    assert done.returncode == 1
+    assert done.stderr == ("error: espeak-ng is not available (apt-get install -y espeak-ng; "
+                           "RECYCLE_DISTILL_NO_ESPEAK unset): this report needs speech, not noise\n")
