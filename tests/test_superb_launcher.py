@@ -161,6 +161,31 @@ def test_no_log_is_ours_and_removed():
     assert "--no-log" not in plan.argv and plan.log_path is None
 
 
+def test_upstream_dtype_is_ours_checked_and_removed():
+    for given in (["--upstream_dtype", "bf16"], ["--upstream_dtype=BF16"]):
+        plan = plan_launch(BASE + ["-d", "voxceleb1", *given], cuda_available=False)
+        assert plan.upstream_dtype == "bf16"
+        assert not [t for t in plan.argv if t.startswith("--upstream_dtype") or t in ("bf16", "BF16")]
+    assert plan_launch(BASE + ["-d", "voxceleb1"], cuda_available=False).upstream_dtype is None
+    with pytest.raises(ValueError, match=r"^--upstream_dtype: unsupported precision 'fp8'; choose one of fp32, bf16, int8$"):
+        plan_launch(BASE + ["-d", "voxceleb1", "--upstream_dtype", "fp8"], cuda_available=False)
+
+
+def test_registered_entries_build_upstreams_in_the_asked_precision(tmp_path):
+    hub = types.ModuleType("fake_hub")
+    register_upstreams(hub, dtype="bf16")
+    ckpt, config = tiny_checkpoint(tmp_path, "armhubert")
+    upstream = hub.armhubert_local(str(ckpt), str(config))
+    assert upstream.precision == "bf16"
+    assert next(upstream.model.encoder.parameters()).dtype == torch.bfloat16
+    assert hub.armhubert_local(str(ckpt), str(config), dtype="fp32").precision == "fp32"  # the caller's word wins
+    with torch.no_grad():
+        hidden = upstream([torch.randn(16000) * 0.1])["hidden_states"]
+    assert hidden[0].dtype == torch.float32
+    register_upstreams(hub)  # registering again without dtype restores the plain entries, silently
+    assert hub.armhubert_local is hub_entries()["armhubert_local"]
+
+
 def test_cli_reports_a_missing_config_before_importing_s3prl(capsys):
     from recycle_distill.cli import main
 

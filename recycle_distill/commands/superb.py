@@ -85,6 +85,7 @@ Example:
   recycle-distill superb -m train -n sid_arm -u armhubert -d voxceleb1 -k ARMHuBERT-960h.ckpt \\
       -o "config.downstream_expert.datarc.file_path=/data/VoxCeleb1"
 --no-log: do not append stdout to <expdir>/superb.log.
+--upstream_dtype fp32|bf16|int8: our upstreams' inference precision (default fp32).
 S3PRL's own options follow.
 """
 
@@ -102,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as err:
         print(f"{HEADER} error: {err}", file=sys.stderr)
         return 2
-    names = register_upstreams()
+    names = register_upstreams(dtype=plan.upstream_dtype)
     register_downstreams()
     allowed = allow_s3prl_checkpoints()
     import s3prl
@@ -124,7 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"s3prl {getattr(s3prl, '__version__', '?')} at {os.path.dirname(s3prl.__file__)}; {_compat_line(applied)}")
         print(f"{HEADER} config: {plan.config or '-'} ({plan.config_note or 'S3PRL default'})"
               + (f"; added override {', '.join(plan.overrides)}" if plan.overrides else "")
-              + f"; device: {plan.device_note}; log: {plan.log_path or 'off'}")
+              + f"; device: {plan.device_note}; log: {plan.log_path or 'off'}"
+              + f"; upstream dtype: {plan.upstream_dtype or 'fp32'}")
         print(f"{HEADER} handing over to s3prl.run_downstream (weights-only checkpoint loads allow "
               f"{', '.join(allowed) or 'n/a'}) with your options"
               + (f" + {shlex.join(plan.added)}" if plan.added else " unchanged"), flush=True)

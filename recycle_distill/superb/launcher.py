@@ -20,12 +20,15 @@ options of S3PRL's ``run_downstream.py`` and:
 6. appends everything S3PRL prints to stdout to ``<expdir>/superb.log`` (``--no-log``: don't),
    each run headed by one line naming its mode and split, so ``recycle-distill superb-score``
    finds test metrics that S3PRL only prints (ASR, PR, SF, ASV);
-7. runs ``s3prl.run_downstream`` as ``__main__`` with the rewritten ``sys.argv``, unchanged.
+7. with ``--upstream_dtype fp32|bf16|int8`` (our own option, removed before S3PRL sees the
+   command line), builds our upstreams in that inference precision (their ``dtype=``);
+8. runs ``s3prl.run_downstream`` as ``__main__`` with the rewritten ``sys.argv``, unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import logging
@@ -60,6 +63,7 @@ HEADER = "[recycle-distill superb]"
 # The -d names that hold several SUPERB tasks, with the shipped config of each.
 MULTI_TASK_DOWNSTREAMS = {"ctc": {"PR": "ctc_libriphone.yaml", "SF": "ctc_snips.yaml"}}
 OWN_FLAGS = ("--no-log",)
+OWN_OPTIONS = ("--upstream_dtype",)  # our options that take a value
 
 # run_downstream.py's options (s3prl 0.4.18): (flags, takes a value). The launcher parses
 # argv with the same option set, so abbreviations resolve exactly as S3PRL resolves them.
@@ -87,6 +91,7 @@ def _mirror_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(*flags, action="store_true")
     parser.add_argument("--no-log", dest="no_log", action="store_true")
+    parser.add_argument("--upstream_dtype", default=None)
     return parser
 
 
@@ -114,20 +119,36 @@ def hub_entries() -> dict[str, Callable[..., Any]]:
     return entries
 
 
-def register_upstreams(hub: Any = None) -> list[str]:
+def with_dtype(entry: Callable[..., Any], dtype: str) -> Callable[..., Any]:
+    """``entry`` building its upstream in precision ``dtype`` unless the caller names one."""
+
+    @functools.wraps(entry)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("dtype", dtype)
+        return entry(*args, **kwargs)
+
+    return wrapped
+
+
+def register_upstreams(hub: Any = None, dtype: Optional[str] = None) -> list[str]:
     """Set every hub entry on ``s3prl.hub`` (or ``hub``); returns the registered names.
 
     Applies the compat layer first (s3prl.hub imports torchaudio). An existing attribute of the
     same name that is not one of our hubconf functions (or a copy of one) is replaced, with a
-    warning.
+    warning. With ``dtype``, the PyTorch entries build their upstreams in that precision
+    (ONNX entries run what their file holds).
     """
     apply_compat()
     if hub is None:
         hub = importlib.import_module("s3prl.hub")
     names = []
     for name, entry in sorted(hub_entries().items()):
+        if dtype is not None and not name.endswith("_onnx"):
+            entry = with_dtype(entry, dtype)
         existing = getattr(hub, name, None)
-        if existing is not None and existing is not entry:
+        if existing is not None and existing is not entry and getattr(existing, "__wrapped__", None) is not None:
+            existing = existing.__wrapped__
+        if existing is not None and existing is not entry and existing is not getattr(entry, "__wrapped__", None):
             module = getattr(existing, "__module__", "") or ""
             if not module.endswith(entry.__module__.rsplit(".", 2)[-2] + ".hubconf"):
                 logger.warning("s3prl.hub.%s (from %s) is replaced by recycle-distill's entry", name, module)
@@ -211,6 +232,7 @@ class LaunchPlan:
         overrides: overrides the launcher added to -o.
         added: the options the launcher appended to the user's argv (for display; the user's
             own -o, repeated inside an appended -o, is shown as ``<your -o>``).
+        upstream_dtype: ``--upstream_dtype`` (None: the entries' default, fp32).
     """
 
     argv: list[str]
@@ -223,11 +245,21 @@ class LaunchPlan:
     split: str = "test"
     overrides: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    upstream_dtype: Optional[str] = None
 
 
 def _strip_own_flags(argv: Sequence[str]) -> list[str]:
-    """``argv`` without the launcher's own flags (run_downstream would reject them)."""
-    return [token for token in argv if token not in OWN_FLAGS]
+    """``argv`` without the launcher's own flags and options (run_downstream would reject them)."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in OWN_OPTIONS:
+            skip = True
+        elif token not in OWN_FLAGS and not token.startswith(tuple(f"{o}=" for o in OWN_OPTIONS)):
+            out.append(token)
+    return out
 
 
 def _expdir(args: argparse.Namespace) -> Optional[str]:
@@ -253,6 +285,10 @@ def plan_launch(argv: Sequence[str], cuda_available: Optional[bool] = None, cwd:
     out: list[str] = []  # appended options
     shown: list[str] = []  # the same, with the user's -o abbreviated
     plan = LaunchPlan(argv=[], mode=args.mode, split=args.evaluate_split or "test")
+    if args.upstream_dtype is not None:
+        from ..inference.precision import parse_precision
+
+        plan.upstream_dtype = parse_precision(args.upstream_dtype, "--upstream_dtype")
     cwd = cwd or os.getcwd()
     if args.config:
         plan.config, plan.config_note = args.config, "given with -c"
