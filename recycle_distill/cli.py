@@ -18,7 +18,7 @@ COMMANDS = {
     "train": ("train", "distil a student from a teacher (YAML config)"),
     "demo": ("demo", "offline end-to-end demo on a tiny synthetic corpus"),
     "profile": ("profile", "parameters, FLOPs, speed and memory of a student vs HuBERT Base"),
-    "export": ("export", "export a student (checkpoint or preset) as safetensors or a Hugging Face folder"),
+    "export": ("export", "export a student (checkpoint, preset or release) as safetensors, a Hugging Face folder or ONNX"),
     "cif-prepare": ("cif_prepare", "precompute the language-model teacher vectors of a CIF-HieraDist corpus"),
 }
 
