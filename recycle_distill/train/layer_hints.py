@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.collate import AudioBatch
 from ..losses import fithubert_hint_loss
-from .objectives import LossResult, Objective
+from .objectives import LossResult, Objective, float32_loss
 
 __all__ = ["LayerHintsObjective"]
 
@@ -34,11 +34,12 @@ class LayerHintsObjective(Objective):
         if not heads:
             raise ValueError(f"layer_hints needs projection heads, which {self.config.family} lacks")
         targets = [target.layer_results[self.layer_mapping[layer]] for layer in self._head_layers(len(heads))]
-        total, terms = fithubert_hint_loss(
-            heads, targets, hint_weight=self.config.train.random_layer_weight,
-            last_weight=self.config.train.rec_loss_weight,
-            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
-        )
+        with float32_loss(batch):
+            total, terms = fithubert_hint_loss(
+                heads, targets, hint_weight=self.config.train.random_layer_weight,
+                last_weight=self.config.train.rec_loss_weight,
+                padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
+            )
         return LossResult(total, terms)
 
     def training_loss(self, student: nn.Module, teacher: nn.Module, batch: AudioBatch) -> LossResult:

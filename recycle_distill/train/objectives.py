@@ -6,7 +6,9 @@
 * :class:`StarObjective` (STaRHuBERT): temporal Gram matrices of layer outputs, no masking.
 * :class:`FitHuBERTObjective`: per-layer hints from the heads of a time-reduced student.
 
-Each validation loss runs both models without masking.
+Each validation loss runs both models without masking. The losses run with autocast off
+(:func:`float32_loss`): under ``train.precision`` bf16/fp16 the models run in reduced precision
+but every loss, STaR's Gram matmuls included, is computed in float32.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..teacher import Teacher
 from ..teacher.masking import SpanMaskConfig
 from .config import TrainConfig
 
-__all__ = ["Objective", "build_objective", "sample_hint_layers", "utterance_seed"]
+__all__ = ["Objective", "build_objective", "float32_loss", "sample_hint_layers", "utterance_seed"]
 
 
 def utterance_seed(seed: int, epoch: int, index: int) -> int:
@@ -39,6 +41,12 @@ def sample_hint_layers(num_layers: int, count: int, seed: int, epoch: int) -> li
     """``count`` of the ``num_layers - 1`` lower layers, resampled each epoch (sorted)."""
     rng = random.Random(f"hint-layers/{seed}/{epoch}")
     return sorted(rng.sample(range(num_layers - 1), count))
+
+
+def float32_loss(batch: AudioBatch) -> torch.autocast:
+    """Autocast off while a loss is computed: the losses upcast their inputs to float32 and
+    their matmuls (STaR's Gram matrices) must not drop back to bf16/fp16. A no-op in fp32 runs."""
+    return torch.autocast(device_type=batch.waveforms.device.type, enabled=False)
 
 
 @dataclass
@@ -98,26 +106,28 @@ class MaskingObjective(Objective):
         mask = self.mask_indices(teacher, batch)
         masked, unmasked = teacher.forward_masked_and_unmasked(batch.waveforms, batch.lengths, mask)
         student_out = student(batch.waveforms, batch.lengths, mask_indices=mask[:, : _student_frames(student, batch)])
-        total, terms = masking_distillation_loss(
-            student_out.projections,
-            self.mapped(unmasked.layer_results),
-            self.mapped(masked.layer_results),
-            mask,
-            self.hint_layers,
-            hint_weight=self.config.train.random_layer_weight,
-            last_weight=self.config.train.rec_loss_weight,
-            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
-        )
+        with float32_loss(batch):
+            total, terms = masking_distillation_loss(
+                student_out.projections,
+                self.mapped(unmasked.layer_results),
+                self.mapped(masked.layer_results),
+                mask,
+                self.hint_layers,
+                hint_weight=self.config.train.random_layer_weight,
+                last_weight=self.config.train.rec_loss_weight,
+                padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
+            )
         return LossResult(total, terms)
 
     def validation_loss(self, student: nn.Module, teacher: Teacher, batch: AudioBatch) -> LossResult:
         target = teacher(batch.waveforms, batch.lengths)
         student_out = student(batch.waveforms, batch.lengths)
-        total, terms = validation_loss(
-            student_out.projections, self.mapped(target.layer_results), self.hint_layers,
-            hint_weight=self.config.train.random_layer_weight, last_weight=self.config.train.rec_loss_weight,
-            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
-        )
+        with float32_loss(batch):
+            total, terms = validation_loss(
+                student_out.projections, self.mapped(target.layer_results), self.hint_layers,
+                hint_weight=self.config.train.random_layer_weight, last_weight=self.config.train.rec_loss_weight,
+                padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
+            )
         return LossResult(total, terms)
 
 
@@ -131,11 +141,12 @@ class StarObjective(Objective):
         # Teacher input of mapped layer m is the output of layer m - 1 (the encoder input for m = 0).
         teacher_inputs = [teacher_input if m == 0 else target.layer_results[m - 1] for m in mapping]
         student_inputs = [student_out.encoder_input] + student_out.layer_results[:-1]
-        total, terms = star_loss(
-            student_out.layer_results, self.mapped(target.layer_results),
-            student_inputs=student_inputs, teacher_inputs=teacher_inputs,
-            padding_mask=student_out.padding_mask, normalization=self.config.train.star_normalization,
-        )
+        with float32_loss(batch):
+            total, terms = star_loss(
+                student_out.layer_results, self.mapped(target.layer_results),
+                student_inputs=student_inputs, teacher_inputs=teacher_inputs,
+                padding_mask=student_out.padding_mask, normalization=self.config.train.star_normalization,
+            )
         return LossResult(total, terms)
 
     def training_loss(self, student: nn.Module, teacher: Teacher, batch: AudioBatch) -> LossResult:
@@ -153,11 +164,12 @@ class FitHuBERTObjective(Objective):
         student_out = student(batch.waveforms, batch.lengths)
         layers = self.config.student.pred_layer_id
         teacher_layers = [target.layer_results[self.layer_mapping[layer]] for layer in layers]
-        total, terms = fithubert_hint_loss(
-            student_out.projections, teacher_layers, hint_weight=self.config.train.random_layer_weight,
-            last_weight=self.config.train.rec_loss_weight,
-            padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
-        )
+        with float32_loss(batch):
+            total, terms = fithubert_hint_loss(
+                student_out.projections, teacher_layers, hint_weight=self.config.train.random_layer_weight,
+                last_weight=self.config.train.rec_loss_weight,
+                padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
+            )
         return LossResult(total, terms)
 
     def training_loss(self, student: nn.Module, teacher: Teacher, batch: AudioBatch) -> LossResult:
