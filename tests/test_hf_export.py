@@ -204,6 +204,13 @@ def test_folders_that_are_not_our_exports_are_refused(tmp_path):
     assert cli_main(["export", str(tmp_path), "--format", "onnx", "-o", str(tmp_path / "x")]) == 1
 
 
+def test_an_unknown_export_format_is_named_with_the_choices(tmp_path, capsys):
+    assert cli_main(["export", "armhubert", "--format", "tflite", "-o", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "'tflite'" in err and "safetensors, hf, onnx" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_safetensors_format_is_what_convert_writes(tmp_path):
     ckpt, config = _tiny_release(tmp_path, "armhubert")
     exported, converted = tmp_path / "e.safetensors", tmp_path / "c.safetensors"
