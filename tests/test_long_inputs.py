@@ -14,22 +14,11 @@ import torch
 from recycle_distill import build_student
 from recycle_distill.inference import optimize_for_inference
 
-from conftest import load_fixture, shrink_fast_paths
-from train_helpers import tiny_distiller
+from conftest import shrink_fast_paths
+from tiny_students import tiny_student
 
 FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
 PRESETS = ["armhubert", "maskhubert", "starhubert", "fithubert"]
-
-
-def tiny_student(family: str):
-    """The fixture weights (ARMHuBERT / MaskHuBERT / STaRHuBERT) or a tiny random FitHuBERT."""
-    if family == "fithubert":
-        torch.manual_seed(0)
-        return build_student(tiny_distiller("fithubert"), family="fithubert").eval()
-    fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = build_student(fixture["config"], family=family)
-    model.load_state_dict(fixture["state_dict"])
-    return model.eval()
 
 
 def padded_batch(seconds: list[float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

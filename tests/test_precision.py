@@ -13,18 +13,17 @@ import pathlib
 import pytest
 import torch
 
-from recycle_distill import build_student
 from recycle_distill.analysis.precision_error import layer_errors, relative_l2_error, valid_frames, worst_layer
 from recycle_distill.data.synth import espeak_available, speak
 from recycle_distill.expert import StudentUpstream
 from recycle_distill.inference import optimize_for_inference, parse_precision, torch_int8_available
 from recycle_distill.modules.masks import pad_waveforms
 
-from conftest import load_fixture, write_lightning_checkpoint, write_yaml
-from train_helpers import tiny_distiller
+from conftest import write_lightning_checkpoint, write_yaml
+from tiny_students import TINY_FAMILIES, tiny_config, tiny_student
 
 REPO = str(pathlib.Path(__file__).resolve().parent.parent)
-FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
+FAMILIES = list(TINY_FAMILIES)
 BF16_BOUND = 2e-2  # issue 9: relative L2 error per layer, tiny weights, espeak speech
 # torch dynamic int8 (every nn.Linear, per-tensor weights, activations quantized per call).
 # Measured worst layer on these three utterances (torch 2.8, x86 engine): armhubert 2.04e-2,
@@ -34,17 +33,6 @@ INT8_BOUND = 3e-2
 
 needs_espeak = pytest.mark.skipif(not espeak_available(),
                                   reason="espeak-ng is not installed (apt-get install -y espeak-ng): no speech")
-
-
-def tiny_student(family: str) -> torch.nn.Module:
-    """The fixture weights (ARMHuBERT / MaskHuBERT / STaRHuBERT) or a tiny random FitHuBERT."""
-    if family == "fithubert":
-        torch.manual_seed(0)
-        return build_student(tiny_distiller("fithubert"), family="fithubert").eval()
-    fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = build_student(fixture["config"], family=family)
-    model.load_state_dict(fixture["state_dict"])
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +52,8 @@ def checkpoints(tmp_path_factory) -> dict[str, tuple[pathlib.Path, pathlib.Path]
     folder = tmp_path_factory.mktemp("precision")
     files = {}
     for family in FAMILIES:
-        config = tiny_distiller("fithubert") if family == "fithubert" else \
-            load_fixture(f"golden_tiny_{family}.pt")["config"]
         ckpt = write_lightning_checkpoint(folder / f"{family}.ckpt", tiny_student(family).state_dict())
-        files[family] = (ckpt, write_yaml(folder / f"{family}.yaml", {"distiller": config}))
+        files[family] = (ckpt, write_yaml(folder / f"{family}.yaml", {"distiller": tiny_config(family)}))
     return files
 
 
