@@ -167,15 +167,21 @@ def ort_time_split(onnx_path: str, feeds: dict[str, Any], threads: int) -> dict[
     return split
 
 
-def flop_split(forward: Callable[[], Any]) -> dict[str, int]:
-    """FLOPs of one ``forward()`` per phase (module docstring), with profiling's extra formulas."""
+def flop_split(model: nn.Module, forward: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one ``forward()`` per phase (module docstring), with profiling's extra formulas.
+
+    ``model`` has the ``feature_extractor`` child that ``forward`` runs. FlopCounterMode names
+    modules from the outermost module *called*: ``ARMHuBERT.feature_extractor`` when
+    ``forward`` calls the student, ``ConvFeatureExtractionModel`` when it calls a method
+    (S3PRL's ``extract_features``).
+    """
     with torch.inference_mode():
         with flop_counter.FlopCounterMode(display=False, custom_mapping=profiling.EXTRA_FLOP_FORMULAS) as counter:
             forward()
     counts = counter.get_flop_counts()
     total = sum(counts["Global"].values())
-    cnn = sum(sum(ops.values()) for key, ops in counts.items()
-              if key.count(".") == 1 and key.endswith(".feature_extractor"))
+    names = (f"{type(model).__name__}.feature_extractor", type(model.feature_extractor).__name__)
+    cnn = next((sum(counts[name].values()) for name in names if name in counts), 0)
     by_op = {str(op): n for op, n in counts["Global"].items()}
     linear = sum(n for op, n in by_op.items() if op in ("aten.addmm", "aten.mm"))
     attention = sum(n for op, n in by_op.items() if "bmm" in op or "scaled_dot_product" in op or "flash" in op)

@@ -66,7 +66,7 @@ def test_torch_split_puts_each_op_in_its_phase():
     waves = torch.randn(1, 8000)
     split = format_split.torch_time_split(model, lambda: model(waves))
     assert set(split) == set(format_split.PHASES) and all(split[p] > 0 for p in format_split.PHASES)
-    flops = format_split.flop_split(lambda: model(waves))
+    flops = format_split.flop_split(model, lambda: model(waves))
     assert flops["CNN"] > flops["Linear"] > flops["attention"] > 0 and flops["other"] > 0  # other: positional conv
 
 
@@ -100,3 +100,21 @@ def test_b6_quick_reports_every_format(tmp_path):
         "ARMHuBERT best format vs HuBERT Base fp32", "bf16 fraction of the bf16 peak"}
     for heading in ("1. best student format", "2. armhubert bf16", "3. armhubert's best format", "4. bf16 student"):
         assert heading in done.stdout
+
+
+@pytest.mark.s3prl
+def test_hubert_base_flop_split_finds_its_cnn():
+    """S3PRL's HuBERT runs through ``extract_features`` (a method), so FlopCounterMode names its CNN
+    ``ConvFeatureExtractionModel``; the split must still find it."""
+    from recycle_distill import profiling
+
+    teacher = profiling.build_hubert_base()
+    waves = profiling.make_waveforms(1, 1.0)
+    flops = format_split.flop_split(teacher, lambda: teacher.extract_features(waves, padding_mask=None, mask=False))
+    # 1 s = 16,000 samples; conv output lengths 3199, 1599, 799, 399, 199 (k3 s2), 99, 49 (k2 s2).
+    cnn = 2 * 512 * 10 * 3199 + 2 * 512 * 512 * 3 * (1599 + 799 + 399 + 199) + 2 * 512 * 512 * 2 * (99 + 49)
+    assert flops["CNN"] == cnn
+    assert flops["attention"] == 12 * 2 * 2 * 12 * 49 * 49 * 64  # QK^T and AV per layer
+    # The grouped positional conv (16 groups of 48 channels, kernel 128, padding 64): 50 outputs,
+    # the last one dropped after the conv.
+    assert flops["other"] == 2 * 768 * 48 * 128 * 50
