@@ -13,21 +13,9 @@ from recycle_distill import build_student
 from recycle_distill.inference import FAST_BLOCKS, optimize_for_inference, plain_blocks, torch_int8_available
 from recycle_distill.modules.masks import pad_waveforms
 
-from conftest import load_fixture, shrink_fast_paths
-from train_helpers import tiny_distiller
-
-FAMILIES = ["armhubert", "maskhubert", "starhubert", "fithubert"]
-
-
-def tiny(family: str) -> nn.Module:
-    if family == "fithubert":
-        torch.manual_seed(0)
-        return build_student(tiny_distiller("fithubert"), family="fithubert").eval()
-    fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = build_student(fixture["config"], family=family)
-    model.load_state_dict(fixture["state_dict"])
-    return model.eval()
-
+from conftest import shrink_fast_paths
+from tiny_students import TINY_FAMILIES as FAMILIES
+from tiny_students import tiny_student as tiny
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)

@@ -18,7 +18,8 @@ import torch
 from recycle_distill import build_student
 from recycle_distill.modules.masks import pad_waveforms
 
-from conftest import load_fixture, write_lightning_checkpoint, write_yaml
+from conftest import write_lightning_checkpoint, write_yaml
+from tiny_students import tiny_student
 from train_helpers import tiny_distiller
 
 onnx = pytest.importorskip("onnx")
@@ -43,17 +44,6 @@ PARITY = 1e-4
 INT8_REL_L2 = 0.025
 
 
-def _tiny_model(family: str) -> torch.nn.Module:
-    """The tiny fixture weights for arm/mask/star; a seeded tiny random FitHuBERT."""
-    if family == "fithubert":
-        torch.manual_seed(0)
-        return build_student(tiny_distiller("fithubert"), family="fithubert").eval()
-    fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = build_student(fixture["config"], family=family)
-    model.load_state_dict(fixture["state_dict"])
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def speech() -> dict[float, torch.Tensor]:
     """16 kHz utterances of 1 s, 3.7 s and 6 s: espeak-ng speech (repeated to length) where installed."""
@@ -75,7 +65,7 @@ def exported(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, pathlib.Path]
     folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for family in FAMILIES:
-        model = _tiny_model(family)
+        model = tiny_student(family)
         path = folder / f"{family}.onnx"
         info = export_onnx(model, path, family=family, example_seconds=1.0)
         assert info["path"] == str(path) and info["dtype"] == "fp32"
@@ -149,7 +139,7 @@ def test_metadata_describes_the_student(exported):
 
 
 def test_export_leaves_the_callers_model_alone(tmp_path):
-    model = _tiny_model("starhubert").train()
+    model = tiny_student("starhubert").train()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     export_onnx(model, tmp_path / "s.onnx", family="starhubert", example_seconds=0.5)
     assert model.training and type(model.encoder.pos_conv.conv).__name__ == "WeightNormConv1d"
@@ -166,7 +156,7 @@ def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_write_metadata", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_onnx(_tiny_model("maskhubert"), tmp_path / "m.onnx", family="maskhubert", example_seconds=0.5)
+        export_onnx(tiny_student("maskhubert"), tmp_path / "m.onnx", family="maskhubert", example_seconds=0.5)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -306,7 +296,7 @@ def test_missing_onnxruntime_gives_the_install_hint(exported, monkeypatch):
 
 def test_export_refuses_bf16_for_onnx(tmp_path):
     with pytest.raises(ValueError) as err:
-        export_onnx(_tiny_model("maskhubert"), tmp_path / "m.onnx", family="maskhubert", dtype="bf16")
+        export_onnx(tiny_student("maskhubert"), tmp_path / "m.onnx", family="maskhubert", dtype="bf16")
     assert str(err.value) == ("dtype 'bf16' is not supported for ONNX: ONNX Runtime's CPU provider has no "
                               "bfloat16 MatMul kernel; choose one of fp32, int8")
     assert not (tmp_path / "m.onnx").exists()
@@ -362,7 +352,7 @@ def test_cli_without_onnx_prints_the_install_hint(tmp_path, capsys, monkeypatch)
 @pytest.mark.slow
 def test_cli_exports_onnx_that_the_entry_runs(tmp_path, capsys, speech):
     source = tmp_path / "m.safetensors"
-    model = _tiny_model("maskhubert")
+    model = tiny_student("maskhubert")
     from recycle_distill.checkpoint import save_compact
 
     save_compact(str(source), model.state_dict(), "maskhubert", model.config.to_dict())
@@ -378,7 +368,7 @@ def test_cli_exports_onnx_that_the_entry_runs(tmp_path, capsys, speech):
 def test_cli_safetensors_bf16_round_trips_to_a_working_fp32_model(tmp_path, capsys):
     from recycle_distill.checkpoint import load_student, read_compact, save_compact
 
-    model = _tiny_model("starhubert")
+    model = tiny_student("starhubert")
     source = tmp_path / "s.safetensors"
     save_compact(str(source), model.state_dict(), "starhubert", model.config.to_dict())
     out = tmp_path / "s-bf16.safetensors"
