@@ -1,4 +1,4 @@
-"""B4: one masking-distillation training step, ours vs the reference order, by phase.
+"""B4: one masking-distillation training step, ours (fp32 and bf16) vs the reference order, by phase.
 
   python benchmarks/b4_train_step.py            # HuBERT Base teacher, ARMHuBERT student, 2 x 6 s, 2 threads
   python benchmarks/b4_train_step.py --quick    # smoke test
@@ -6,20 +6,28 @@
 One step = span masks, teacher targets (masked and unmasked input), student forward on the
 masked input, the masking-distillation loss, backward, AdamW step.
 
-* ours: the teacher's CNN runs once (on our channels-last CPU path) and its transformer sees
-  the masked and unmasked copies as one 2B batch (``Teacher.forward_masked_and_unmasked``, no
-  autograd); our student; fused AdamW.
-* reference order: two full teacher passes through S3PRL's own modules (CNN + transformer each,
-  masked then unmasked), and the student in the reference formulation (``reference_formulation.py``: separate q/k/v,
-  per-head bmm, time-major, recomputed weight norm), as the original trainer ran them.
+* ours (fp32): the teacher's CNN runs once (on our channels-last CPU path) and its transformer
+  sees the masked and unmasked copies as one 2B batch (``Teacher.forward_masked_and_unmasked``,
+  no autograd); our student; fused AdamW.
+* ours (bf16): the same step as the trainer runs it with ``train.precision: bf16``: the teacher
+  cast to bf16 once, the student's forward under bf16 autocast with float32 master weights and
+  AdamW state, the loss (and the backward's cast back) in float32.
+* reference order (fp32): two full teacher passes through S3PRL's own modules (CNN +
+  transformer each, masked then unmasked), and the student in the reference formulation
+  (``reference_formulation.py``: separate q/k/v, per-head bmm, time-major, recomputed weight
+  norm), as the original trainer ran them.
 
-Both students start from the same weights and the same AdamW state; the losses of the two
-orders are checked equal in the same run. The analytic bound is the FLOP ratio of the two
-steps (counted with torch.utils.flop_counter). Target: >= 1.3x.
+All three students start from the same weights and the same AdamW state. Checked in the same
+run: the first-step losses of the two fp32 orders agree within 1e-5, and bf16's is within 1e-2
+(relative) of fp32's. Analytic bounds: ours fp32 vs the reference order is the FLOP ratio of the
+two steps (torch.utils.flop_counter); bf16 can add at most the bf16/fp32 matmul peak ratio,
+measured here in the same rounds (2048^3 matmuls). Targets: ours fp32 >= 1.3x and ours bf16
+>= 2.0x the reference order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from unittest import mock
@@ -37,7 +45,12 @@ from recycle_distill.teacher import teacher as teacher_module
 from reference_formulation import ReferenceARMHuBERT
 
 TARGET = 1.3
+TARGET_BF16 = 2.0
+BF16_LOSS_RTOL = 1e-2
 PHASES = ("mask", "teacher", "student_forward", "loss", "backward", "optimizer")
+ORDERS = ("reference", "ours", "ours_bf16")
+LABELS = {"reference": "reference order (fp32)", "ours": "ours (fp32)", "ours_bf16": "ours (bf16)"}
+PEAK_SIZE = 2048
 
 
 def s3prl_cnn(conv_layers: torch.nn.ModuleList, waves: torch.Tensor) -> torch.Tensor:
@@ -57,24 +70,37 @@ def make_masks(teacher: Teacher, waves: torch.Tensor, lengths: torch.Tensor, see
 
 
 class Step:
-    """One training step of either order, timed by phase."""
+    """One training step of one order, timed by phase.
+
+    Args:
+        name: ``"ours"``, ``"ours_bf16"`` or ``"reference"``.
+        teacher: the teacher this order uses (a bf16-cast one for ``ours_bf16``).
+        student: this order's student (float32 weights).
+    """
 
     def __init__(self, name: str, teacher: Teacher, student: torch.nn.Module, lr: float = 5e-4) -> None:
         self.name, self.teacher, self.student = name, teacher, student
+        self.ours = name != "reference"
         # Ours uses the trainer's fused AdamW; the reference order the per-tensor default.
         self.optimizer = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6,
-                                           fused=name == "ours")
+                                           fused=self.ours)
         self.hint_layers = list(range(len(student.proj_head) - 1))
 
+    def autocast(self):
+        """The trainer's bf16 autocast around both models (the bf16 teacher turns it off inside)."""
+        if self.name == "ours_bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def teacher_targets(self, waves, lengths, mask):
-        if self.name == "ours":
+        if self.ours:
             return self.teacher.forward_masked_and_unmasked(waves, lengths, mask)
         # The original trainer: two full passes through S3PRL's own modules, CNN included.
         with mock.patch.object(teacher_module, "run_conv_blocks", s3prl_cnn):
             return self.teacher(waves, lengths, mask_indices=mask), self.teacher(waves, lengths)
 
     def student_projections(self, waves, lengths, mask):
-        if self.name == "ours":
+        if self.ours:
             return self.student(waves, lengths, mask_indices=mask).projections
         handle = self.student.encoder.register_forward_pre_hook(
             lambda module, args: (torch.where(mask.unsqueeze(-1), self.student.mask_emb, args[0]), args[1]))
@@ -95,10 +121,13 @@ class Step:
 
         mask = make_masks(self.teacher, waves, lengths, seed)
         lap("mask")
-        masked, unmasked = self.teacher_targets(waves, lengths, mask)
+        with self.autocast():
+            masked, unmasked = self.teacher_targets(waves, lengths, mask)
         lap("teacher")
-        projections = self.student_projections(waves, lengths, mask[:, : self._frames(waves)])
+        with self.autocast():
+            projections = self.student_projections(waves, lengths, mask[:, : self.frames(waves)])
         lap("student_forward")
+        # Outside autocast: the loss upcasts bf16 predictions and targets to float32.
         total, _ = masking_distillation_loss(projections, unmasked.layer_results, masked.layer_results, mask,
                                              self.hint_layers)
         lap("loss")
@@ -109,8 +138,21 @@ class Step:
         lap("optimizer")
         return times, float(total.detach())
 
-    def _frames(self, waves: torch.Tensor) -> int:
+    def frames(self, waves: torch.Tensor) -> int:
         return int(self.teacher.num_frames(waves.shape[1]))
+
+
+def step_flops(steps: dict[str, Step], waves: torch.Tensor, lengths: torch.Tensor) -> tuple[dict[str, float], float]:
+    """Teacher FLOPs per step of each fp32 order, and the student's forward + backward FLOPs."""
+    mask = make_masks(steps["ours"].teacher, waves, lengths, 0)
+    teacher = {name: count_flops(lambda: steps[name].teacher_targets(waves, lengths, mask))
+               for name in ("ours", "reference")}
+    student = steps["ours"].student
+    counter = FlopCounterMode(display=False)
+    with counter:  # forward and backward: count_flops runs without autograd
+        student(waves, lengths, mask_indices=mask[:, : steps["ours"].frames(waves)]).projections[-1].sum().backward()
+    student.zero_grad(set_to_none=True)
+    return teacher, counter.get_total_flops()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,61 +163,80 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.repeats, args.warmup, args.batch = 1.0, 1, 0, 1
     common.setup(args.threads)
-    info = common.print_header("B4 training step: ours vs the reference order",
+    info = common.print_header("B4 training step: ours (fp32, bf16) vs the reference order (fp32)",
                                {"teacher": "HuBERT Base (S3PRL, random)", "student": "armhubert", "batch": args.batch,
                                 "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup})
     teacher = Teacher(common.build_teacher())
+    teacher_bf16 = Teacher(common.build_teacher()).to(torch.bfloat16)  # the same seed: the same weights, cast
     torch.manual_seed(0)
-    ours_student = build_student("armhubert", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                                 dropout_input=0.0).train()
-    reference_student = ReferenceARMHuBERT(ours_student.config).train()
-    reference_student.load_state_dict(ours_student.state_dict())
-    steps = {"ours": Step("ours", teacher, ours_student), "reference": Step("reference", teacher, reference_student)}
+    dropout_free = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0)
+    students = {"ours": build_student("armhubert", **dropout_free).train()}
+    students["ours_bf16"] = build_student("armhubert", **dropout_free).train()
+    students["reference"] = ReferenceARMHuBERT(students["ours"].config).train()
+    for name in ("ours_bf16", "reference"):
+        students[name].load_state_dict(students["ours"].state_dict())
+    steps = {name: Step(name, teacher_bf16 if name == "ours_bf16" else teacher, students[name]) for name in ORDERS}
     waves = common.waves(args.batch, args.seconds)
     lengths = torch.full((args.batch,), waves.shape[1])
 
-    # Same loss from both orders on identical weights (before either has taken a step).
-    _, loss_ours = steps["ours"](waves, lengths, seed=0)
-    _, loss_reference = steps["reference"](waves, lengths, seed=0)
-    agree = abs(loss_ours - loss_reference) <= 1e-5 * abs(loss_reference)
-    print(f"first-step loss: ours {loss_ours:.6f}, reference order {loss_reference:.6f} -> "
+    # First-step losses on identical weights (before any order has taken a step).
+    first = {name: steps[name](waves, lengths, seed=0)[1] for name in ORDERS}
+    agree = abs(first["ours"] - first["reference"]) <= 1e-5 * abs(first["reference"])
+    bf16_rel = abs(first["ours_bf16"] - first["ours"]) / abs(first["ours"])
+    bf16_close = bf16_rel <= BF16_LOSS_RTOL
+    print(f"first-step loss: ours fp32 {first['ours']:.6f}, reference order {first['reference']:.6f} -> "
           f"{'equal' if agree else 'DIFFERENT'} (rtol 1e-5)")
+    print(f"first-step loss: ours bf16 {first['ours_bf16']:.6f} vs fp32 {first['ours']:.6f}: relative difference "
+          f"{bf16_rel:.1e} -> {'within' if bf16_close else 'OUTSIDE'} {BF16_LOSS_RTOL:g}")
 
-    flops = {}
-    mask = make_masks(teacher, waves, lengths, 0)
-    flops["ours"] = count_flops(lambda: steps["ours"].teacher_targets(waves, lengths, mask))
-    flops["reference"] = count_flops(lambda: steps["reference"].teacher_targets(waves, lengths, mask))
-    counter = FlopCounterMode(display=False)
-    with counter:  # forward and backward: count_flops runs without autograd
-        ours_student(waves, lengths, mask_indices=mask[:, : steps["ours"]._frames(waves)]).projections[-1].sum().backward()
-    student_flops = counter.get_total_flops()
-    ours_student.zero_grad(set_to_none=True)
-    bound = (flops["reference"] + student_flops) / (flops["ours"] + student_flops)
+    teacher_flops, student_flops = step_flops(steps, waves, lengths)
+    flop_bound = (teacher_flops["reference"] + student_flops) / (teacher_flops["ours"] + student_flops)
 
-    rounds: dict[str, list[dict[str, float]]] = {"ours": [], "reference": []}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ORDERS}
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for index in range(args.warmup + args.repeats):
-        for name in ("ours", "reference") if index % 2 == 0 else ("reference", "ours"):
+        order = ORDERS if index % 2 == 0 else ORDERS[::-1]
+        for name in order:
             times, _ = steps[name](waves, lengths, seed=index + 1)
             if index >= args.warmup:
                 rounds[name].append(times)
+        for dtype in peaks:  # the matmul peaks, sampled in the same rounds as the steps
+            peaks[dtype].append(common.matmul_gflops(PEAK_SIZE, dtype=dtype))
+    del peaks["fp32"][: args.warmup], peaks["bf16"][: args.warmup]
+    peak = {dtype: common.median(values) for dtype, values in peaks.items()}
+    peak_ratio = peak["bf16"] / peak["fp32"]
 
     rows, totals = [], {}
     for phase in PHASES + ("total",):
         row = [phase]
-        for name in ("reference", "ours"):
+        for name in ORDERS:
             values = [sum(r.values()) if phase == "total" else r[phase] for r in rounds[name]]
             row.append(f"{common.median(values) * 1000:.0f} ms")
             if phase == "total":
                 totals[name] = values
         rows.append(row)
     speedup = common.paired_ratio(totals["reference"], totals["ours"])
-    print(common.table(["phase", "reference order", "ours"], rows))
-    print(f"teacher GFLOP per step: reference order {flops['reference'] / 1e9:.1f}, ours {flops['ours'] / 1e9:.1f}; "
-          f"student forward+backward {student_flops / 1e9:.1f}")
-    print(f"step speed-up {speedup:.2f}x (analytic FLOP bound {bound:.2f}x); target >= {TARGET}x: {common.verdict(speedup, TARGET)}")
-    common.write_json(args.json, {"machine": info, "speedup": speedup, "bound": bound, "loss_agree": agree,
-                                  "phases": {n: [dict(r) for r in rounds[n]] for n in rounds}})
-    return 0 if agree else 1
+    speedup_bf16 = common.paired_ratio(totals["reference"], totals["ours_bf16"])
+    bf16_vs_fp32 = common.paired_ratio(totals["ours"], totals["ours_bf16"])
+    print(common.table(["phase"] + [LABELS[name] for name in ORDERS], rows))
+    print(f"teacher GFLOP per step: reference order {teacher_flops['reference'] / 1e9:.1f}, "
+          f"ours {teacher_flops['ours'] / 1e9:.1f}; student forward+backward {student_flops / 1e9:.1f}")
+    print(f"matmul peak ({PEAK_SIZE}^3, median of the rounds): fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s ({peak_ratio:.2f}x)")
+    print(f"ours fp32 vs reference order: {speedup:.2f}x (analytic FLOP bound {flop_bound:.2f}x); "
+          f"target >= {TARGET}x: {common.verdict(speedup, TARGET)}")
+    print(f"ours bf16 vs ours fp32: {bf16_vs_fp32:.2f}x (bound: the bf16/fp32 peak ratio {peak_ratio:.2f}x)")
+    print(f"ours bf16 vs reference order (fp32): {speedup_bf16:.2f}x (bound {flop_bound * peak_ratio:.2f}x = "
+          f"FLOP ratio x peak ratio); target >= {TARGET_BF16}x: {common.verdict(speedup_bf16, TARGET_BF16)}")
+    common.write_json(args.json, {
+        "machine": info, "speedup": speedup, "bound": flop_bound, "loss_agree": agree,
+        "speedup_bf16": speedup_bf16, "bf16_vs_fp32": bf16_vs_fp32, "bound_bf16": flop_bound * peak_ratio,
+        "first_step_loss": first, "bf16_loss_relative_difference": bf16_rel,
+        "matmul_peak_gflops": peak, "peak_samples": peaks,
+        "teacher_flops": teacher_flops, "student_flops": student_flops,
+        "phases": {name: [dict(r) for r in rounds[name]] for name in rounds},
+    })
+    return 0 if agree and bf16_close else 1
 
 
 if __name__ == "__main__":
