@@ -11,12 +11,13 @@ Phases (the same four for students and HuBERT Base, for PyTorch and ONNX Runtime
 * **other**: the rest (positional conv, LayerNorms, FFN activation, residual adds, casts).
 
 PyTorch formats: forward hooks open a ``record_function`` range around the feature
-extractor, each attention block and each Linear module; ``torch.profiler`` records one
+extractor, each attention block and each Linear module; ``torch.profiler`` records a
 forward, and each op's *self* CPU time goes to the innermost range around it (a weight
 matmul inside an attention range counts as Linear). ONNX Runtime: its own profiler
-(``SessionOptions.enable_profiling``), node kernel times of one run, grouped by the module
+(``SessionOptions.enable_profiling``), node kernel times of a run, grouped by the module
 scope the exporter writes into each node name (``/student/feature_extractor/...``,
 ``.../self_attn/q_proj/MatMul``) and by op type for the nodes ORT fused under new names.
+Both: one warm-up run, then the per-phase median of three profiled runs.
 FLOPs per phase: ``FlopCounterMode``'s per-module counts (CNN = the feature extractor) and
 per-op counts (Linear = ``addmm``/``mm``, attention = ``bmm``/SDPA).
 """
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -94,27 +96,36 @@ def _torch_phase(event: Any) -> str:
     return scope
 
 
-def torch_time_split(model: nn.Module, forward: Callable[[], Any]) -> dict[str, float]:
+def _median_split(splits: list[dict[str, float]]) -> dict[str, float]:
+    """Per-phase median over repeated splits (robust to a burst of load during one run)."""
+    return {phase: statistics.median(split[phase] for split in splits) for phase in PHASES}
+
+
+def torch_time_split(model: nn.Module, forward: Callable[[], Any], repeats: int = 3) -> dict[str, float]:
     """Seconds of one ``forward()`` per phase (self CPU time of every op, see module docstring).
 
     ``model`` is the module whose submodules ``forward`` runs (hooks are removed afterwards).
+    One warm-up call, then ``repeats`` profiled calls; the per-phase median.
     """
     from torch.profiler import ProfilerActivity, profile
 
     handles = _install_ranges(model)
+    splits = []
     try:
         with torch.inference_mode():
             forward()  # warm caches and derived weights outside the profile
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                forward()
+            for _ in range(repeats):
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    forward()
+                split = dict.fromkeys(PHASES, 0.0)
+                for event in prof.events():
+                    if event.device_type == torch.autograd.DeviceType.CPU:
+                        split[_torch_phase(event)] += event.self_cpu_time_total / 1e6
+                splits.append(split)
     finally:
         for handle in handles:
             handle.remove()
-    split = dict.fromkeys(PHASES, 0.0)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CPU:
-            split[_torch_phase(event)] += event.self_cpu_time_total / 1e6
-    return split
+    return _median_split(splits)
 
 
 def _ort_phase(name: str, op: str, shapes: list, previous: str) -> str:
@@ -140,8 +151,9 @@ def _ort_phase(name: str, op: str, shapes: list, previous: str) -> str:
     return "Linear" if op in ORT_MATMUL_OPS else "other"
 
 
-def ort_time_split(onnx_path: str, feeds: dict[str, Any], threads: int) -> dict[str, float]:
-    """Seconds per phase of one ONNX Runtime run (the second of two) of ``onnx_path`` on ``feeds``."""
+def ort_time_split(onnx_path: str, feeds: dict[str, Any], threads: int, repeats: int = 3) -> dict[str, float]:
+    """Seconds per phase of one ONNX Runtime run of ``onnx_path`` on ``feeds``: one warm-up run,
+    then the per-phase median of ``repeats`` profiled runs."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as folder:
@@ -150,21 +162,25 @@ def ort_time_split(onnx_path: str, feeds: dict[str, Any], threads: int) -> dict[
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(folder, "ort")
         session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
-        session.run(None, feeds)
-        session.run(None, feeds)
+        for _ in range(1 + repeats):
+            session.run(None, feeds)
         with open(session.end_profiling()) as handle:
             events = json.load(handle)
-    start = [e for e in events if e.get("name") == "model_run"][-1]["ts"]
-    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-                    and e["ts"] >= start), key=lambda e: e["ts"])
-    split = dict.fromkeys(PHASES, 0.0)
-    phase = "other"
-    for event in nodes:
-        args = event.get("args", {})
-        name = event["name"][: -len("_kernel_time")]
-        phase = _ort_phase(name, args.get("op_name", ""), args.get("input_type_shape", []), phase)
-        split[phase] += event["dur"] / 1e6
-    return split
+    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1:]  # the warm-up run is first
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                   key=lambda e: e["ts"])
+    splits = []
+    for index, start in enumerate(runs):
+        end = runs[index + 1] if index + 1 < len(runs) else float("inf")
+        split, phase = dict.fromkeys(PHASES, 0.0), "other"
+        for event in nodes:
+            if start <= event["ts"] < end:
+                args = event.get("args", {})
+                name = event["name"][: -len("_kernel_time")]
+                phase = _ort_phase(name, args.get("op_name", ""), args.get("input_type_shape", []), phase)
+                split[phase] += event["dur"] / 1e6
+        splits.append(split)
+    return _median_split(splits)
 
 
 def flop_split(model: nn.Module, forward: Callable[[], Any]) -> dict[str, int]:
@@ -188,17 +204,18 @@ def flop_split(model: nn.Module, forward: Callable[[], Any]) -> dict[str, int]:
     return {"CNN": cnn, "attention": attention, "Linear": linear, "other": total - cnn - attention - linear}
 
 
-def limiting_phase(seconds: dict[str, float], flops: dict[str, int], peaks: dict[str, float]) -> Optional[str]:
+def limiting_phase(seconds: dict[str, float], flops: dict[str, int], peaks: dict[str, float]) -> str:
     """The phase that loses the most time against running at its peak, as a sentence.
 
-    ``peaks``: GFLOP/s each phase could reach at best (the matmul peak of its precision).
+    ``seconds``: time per phase; ``peaks``: GFLOP/s each phase could reach at best (the matmul
+    peak of its precision).
     """
     total = sum(seconds.values())
-    if total <= 0:
-        return None
     lost = {phase: seconds[phase] - flops.get(phase, 0) / (peaks[phase] * 1e9) for phase in PHASES}
     worst = max(lost, key=lost.get)
-    rate = flops.get(worst, 0) / seconds[worst] / 1e9 if seconds[worst] > 0 else 0.0
+    if total <= 0 or lost[worst] <= 0:
+        return "none: every phase ran at or above its peak"
+    rate = flops.get(worst, 0) / seconds[worst] / 1e9
     return (f"{worst}: {seconds[worst] / total:.0%} of the time at {rate:.0f} GFLOP/s "
             f"(peak {peaks[worst]:.0f}; {lost[worst] / total:.0%} of the time lost there)")
 

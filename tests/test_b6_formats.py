@@ -44,6 +44,13 @@ def test_limiting_phase_is_where_most_time_is_lost():
         "Linear: 40% of the time at 25 GFLOP/s (peak 100; 30% of the time lost there)")
 
 
+def test_no_limiting_phase_when_every_phase_runs_at_its_peak():
+    seconds = dict.fromkeys(format_split.PHASES, 0.1)
+    flops = dict.fromkeys(format_split.PHASES, 10e9)
+    peaks = dict.fromkeys(format_split.PHASES, 100.0)
+    assert format_split.limiting_phase(seconds, flops, peaks) == "none: every phase ran at or above its peak"
+
+
 @pytest.mark.parametrize("name, op, previous, phase", [
     ("/student/feature_extractor/conv_layers.1/conv/Conv", "Conv", "other", "CNN"),
     ("Gelu_token_3", "Gelu", "CNN", "CNN"),  # fused by ORT after a CNN conv
@@ -95,6 +102,7 @@ def test_b6_quick_reports_every_format(tmp_path):
     assert rows["HuBERT Base bf16"]["worst_layer_rel_l2"] < 5e-2
     assert rows["HuBERT Base bf16"]["peak"] == "bf16" and rows["armhubert fp32"]["peak"] == "fp32"
     assert set(results["split_s"]) == set(rows) - {"peaks_gflops", "peak_samples"}
+    assert all(goal["bound"] > 0 and goal["ceiling"] > 0 for goal in results["goals"])
     assert {goal["goal"] for goal in results["goals"]} == {
         "best format vs our fp32", "ARMHuBERT bf16 vs HuBERT Base bf16",
         "ARMHuBERT best format vs HuBERT Base fp32", "bf16 fraction of the bf16 peak"}
