@@ -9,15 +9,19 @@ Rows: HuBERT Base (S3PRL's ``HubertModel`` as S3PRL's upstream calls it) in fp32
 weights, the same in every format) as ``optimize_for_inference(model, dtype)`` in fp32 (our
 fast blocks), bf16 and int8 (torch dynamic quantization of every Linear, where this torch has
 it), and through ONNX Runtime in fp32 and int8 (exported once into a temporary folder with
-``export_onnx``; ORT threads = torch threads). Each batch size is one interleaved series: every
-round runs every row plus one sample of the fp32, bf16 and int8 2048^3 matmul peaks, so
-machine load falls on all alike; times and peaks are medians, speed-ups medians of per-round
-ratios. FLOPs are counted once per model (batch 1, ``FlopCounterMode`` with
-``recycle_distill.profiling``'s formulas, times the batch size) on its fp32 model, so GFLOP/s
-is "fp32-equivalent work per second". Fraction of peak: against the bf16 matmul peak for bf16
-rows, the fp32 peak for the others. Error: worst layer's relative L2 error
-||h - h_fp32|| / ||h_fp32|| over ``hidden_states`` against the model's own fp32 row (our fp32
-for students, HuBERT fp32 for HuBERT bf16), on the timed input (noise).
+``export_onnx``; ORT threads = torch threads).
+
+Each batch size is one interleaved series: every round runs every row plus one sample of each
+2048^3 matmul peak (fp32 and bf16 ``torch.mm``, int8 ``torch._int_mm``, and for context fp32
+through oneDNN, which on this AMD CPU runs about twice as fast as the MKL sgemm behind
+``torch.mm``), so machine load falls on all alike; times and peaks are medians, speed-ups
+medians of per-round ratios. FLOPs are counted once per model (batch 1, ``FlopCounterMode``
+with ``recycle_distill.profiling``'s formulas, times the batch size) on its fp32 model, so
+GFLOP/s is "fp32-equivalent work per second". Fraction of peak: against the bf16 ``torch.mm``
+peak for bf16 rows, the fp32 ``torch.mm`` peak for the others (the peaks B3 and the issue use).
+Error: the worst layer's relative L2 error ||h - h_fp32|| / ||h_fp32|| over ``hidden_states``
+against the model's own fp32 row (our fp32 for students, HuBERT fp32 for HuBERT bf16), on the
+timed input (noise).
 
 Goals (measured figure, analytic bound, and where missed the gap and the limiting phase from
 the time split, see ``format_split.py``):
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks_by_batch: dict[int, dict[str, float]] = {}
     for batch in args.batches:
         x = common.waves(batch, args.seconds)
-        samples: dict[str, list[float]] = {"fp32": [], "bf16": [], "int8": []}
+        samples: dict[str, list[float]] = {"fp32": [], "fp32-onednn": [], "bf16": [], "int8": []}
         forwards = {row.label: (lambda row=row: row.run(x)) for row in live}
         for kind in samples:
             forwards[f"peak {kind}"] = lambda kind=kind: samples[kind].append(common.matmul_gflops(peak_size, 2, kind))

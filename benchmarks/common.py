@@ -118,10 +118,21 @@ MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.in
 def matmul_gflops(size: int, repeats: int = 3, dtype: str = "fp32") -> float:
     """Best GFLOP/s (int8: GOP/s) of a (size x size) @ (size x size) matmul over ``repeats`` calls.
 
-    ``dtype``: ``fp32`` or ``bf16`` (``torch.mm``), or ``int8`` (``torch._int_mm``, int8 in,
-    int32 out: what a VNNI int8 Linear can reach at best).
+    ``dtype``: ``fp32`` or ``bf16`` (``torch.mm``: MKL for fp32, oneDNN for bf16), ``int8``
+    (``torch._int_mm``, int8 in, int32 out: what a VNNI int8 Linear can reach at best), or
+    ``fp32-onednn``: the same fp32 product as a 1x1 oneDNN convolution on channels-last memory
+    (on AMD CPUs MKL's sgemm can run well below what oneDNN's fp32 kernels reach). NaN where
+    this torch lacks the kernel.
     """
-    if dtype == "int8":
+    if dtype == "fp32-onednn":
+        if not (hasattr(torch.ops.aten, "mkldnn_convolution") and torch.backends.mkldnn.is_available()):
+            return float("nan")
+        x = torch.randn(1, size, 1, size).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(size, size, 1, 1).contiguous(memory_format=torch.channels_last)
+
+        def run() -> None:
+            torch.ops.aten.mkldnn_convolution(x, w, None, [0, 0], [1, 1], [1, 1], 1)
+    elif dtype == "int8":
         a = torch.randint(-64, 64, (size, size), dtype=torch.int8)
         b = torch.randint(-64, 64, (size, size), dtype=torch.int8)
 
