@@ -31,8 +31,10 @@ def test_best_time_at_peak_uses_each_formats_peak():
     peaks = {"fp32": 100.0, "bf16": 400.0, "int8": 1000.0}
     assert b6_formats.best_time_at_peak(flops, "fp32", peaks) == pytest.approx(0.1)
     assert b6_formats.best_time_at_peak(flops, "bf16", peaks) == pytest.approx(0.025)
-    # int8 quantizes the Linears only: CNN and attention stay at the fp32 peak.
+    # ORT int8 quantizes the Linears only: CNN and attention stay at the fp32 peak; torch's int8
+    # format also runs the CNN in bf16.
     assert b6_formats.best_time_at_peak(flops, "ort-int8", peaks) == pytest.approx(0.005 + 0.05)
+    assert b6_formats.best_time_at_peak(flops, "int8", peaks) == pytest.approx(0.005 + 0.01 + 0.01)
 
 
 def test_limiting_phase_is_where_most_time_is_lost():
