@@ -70,23 +70,31 @@ def test_teacher_cast_to_bf16_tracks_fp32_layer_by_layer():
 
 
 @pytest.mark.s3prl  # the S3PRL model itself, cast: also on the compat stack
-def test_bf16_teacher_ignores_autocast_and_feeds_its_first_layer_contiguous_rows():
-    """Autocast cannot change a bf16 teacher's outputs; layer 0's attention sees a contiguous
-    (T, B, D) input (a transposed view makes F.linear broadcast each frozen weight over T)."""
-    teacher = load_teacher(str(TEACHER)).to(torch.bfloat16)
+def test_bf16_teacher_runs_without_autocast_and_feeds_its_first_layer_contiguous_rows():
+    """A bf16 teacher switches autocast off inside and gives layer 0's attention a contiguous
+    (T, B, D) input (a transposed view makes F.linear broadcast each frozen weight over T);
+    a float32 teacher keeps both as they were (autocast followed, S3PRL's transposed view)."""
     waves = torch.randn(2, 6000, generator=torch.Generator().manual_seed(1))
-    seen = []
-    handle = teacher.model.encoder.layers[0].self_attn.register_forward_pre_hook(
-        lambda _m, args, kwargs: seen.append(kwargs["query"].is_contiguous()), with_kwargs=True)
-    try:
-        plain = teacher(waves)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            under_autocast = teacher(waves)
-    finally:
-        handle.remove()
-    assert seen == [True, True]
-    for a, b in zip(plain.layer_results, under_autocast.layer_results):
-        assert torch.equal(a, b)
+    seen = {}
+    outputs = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        teacher = load_teacher(str(TEACHER)).to(dtype)
+        seen[name] = []
+        handle = teacher.model.encoder.layers[0].self_attn.register_forward_pre_hook(
+            lambda _m, _args, kwargs, name=name: seen[name].append(
+                (kwargs["query"].is_contiguous(), torch.is_autocast_enabled("cpu"))), with_kwargs=True)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outputs[name] = teacher(waves)
+            plain = teacher(waves)
+        finally:
+            handle.remove()
+        if name == "bf16":
+            for a, b in zip(plain.layer_results, outputs[name].layer_results):
+                assert torch.equal(a, b)
+    assert seen["bf16"] == [(True, False), (True, False)]
+    assert [autocast for _, autocast in seen["fp32"]] == [True, False]
+    assert seen["fp32"][1] == (False, False)  # plain float32: S3PRL's own transposed view
 
 
 def test_float32_loss_turns_autocast_off_only_inside():
