@@ -73,8 +73,9 @@ class TrainSection:
     batch_size: int = _key(8, "utterances per device and micro-batch")
     accumulate_grad_batches: int = _key(1, "micro-batches per optimizer step")
     use_fp16: bool = _key(False, "reference key: true means precision fp16 (on CUDA)")
-    precision: Optional[str] = _key(None, "fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler); "
-                                          "default fp32, or fp16 when use_fp16")
+    precision: Optional[str] = _key(None, "fp32, bf16 or fp16; bf16: the teacher cast to bf16, the student "
+                                          "under autocast, float32 losses and weights; fp16 (CUDA): autocast "
+                                          "and a grad scaler; default fp32, or fp16 when use_fp16")
     use_apex: bool = _key(False, "reference key; apex is not supported (must be false)")
     monitor_losses: bool = _key(True, "log every loss term (always on)")
     rec_loss_weight: float = _key(1.0, "weight of the last (reconstruction) layer")
