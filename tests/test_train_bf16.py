@@ -127,7 +127,6 @@ def test_first_step_loss_of_bf16_is_within_1e2_of_fp32(tmp_path, tiny_corpus, ob
         assert abs(bf16_terms[name] - value) <= 2e-2 * abs(value) + 1e-6, name
 
 
-@pytest.mark.slow
 def test_a_tiny_bf16_run_ends_within_10_percent_of_fp32_with_float32_master_weights(tmp_path, tiny_corpus):
     steps = 30
     runs = {}
