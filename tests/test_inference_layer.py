@@ -118,3 +118,25 @@ def test_the_teacher_imports_the_cnn_runner_without_any_student_module():
 def test_an_unknown_precision_is_named_with_the_choices():
     with pytest.raises(ValueError, match=r"^dtype: unsupported precision 'fp8'; choose one of fp32, bf16, int8$"):
         optimize_for_inference(tiny("maskhubert"), "fp8")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_fast_blocks_take_every_branch_within_the_bf16_bound(family, monkeypatch):
+    """bf16 on the fast path replaces the fused attention kernel by blocked explicit attention
+    and keeps the maps in bf16; with the thresholds shrunk every block/row branch runs, and
+    each layer stays within bf16's error bound (docs/inference.md §3) of the fp32 plain model."""
+    shrink_fast_paths(monkeypatch)
+    model = tiny(family)
+    waves, lengths = batch()
+    with torch.no_grad():
+        want = model(waves, lengths)
+        got = optimize_for_inference(model, "bf16")(waves, lengths)
+        plain_bf16 = optimize_for_inference(model, "bf16", fast_paths=False)(waves, lengths)
+    valid = ~want.padding_mask if want.padding_mask is not None else None
+    for index, (a, p, b) in enumerate(zip(got.hidden_states, plain_bf16.hidden_states, want.hidden_states, strict=True)):
+        assert a.dtype == torch.float32
+        if valid is not None and valid.shape == b.shape[:2]:
+            a, p, b = a[valid], p[valid], b[valid]
+        fast_error, plain_error = float((a - b).norm() / b.norm()), float((p - b).norm() / b.norm())
+        assert 1e-3 < fast_error <= 2e-2, (index, fast_error)
+        assert fast_error <= 1.5 * plain_error, (index, fast_error, plain_error)  # no worse than plain bf16

@@ -77,15 +77,27 @@ class SelfAttention(nn.Module):
         q, k, v = (_split_heads(t, self.num_heads) for t in self.project_qkv(x))
         dropout = self.dropout if self.training else 0.0
         if not return_probs:
-            mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-            return self.out_proj(_merge_heads(out)), None
+            return self.out_proj(_merge_heads(self.attend(q, k, v, key_padding_mask, dropout))), None
         probs, attended = self.probs_and_attended(q * self.scaling, k, v, key_padding_mask)
         return self.out_proj(_merge_heads(attended)), probs
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, T, E) -> q, k, v, each (B, T, E)."""
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], dropout: float) -> Tensor:
+        """softmax(q k^T / sqrt(d)) v without keeping the probabilities (fused kernel).
+
+        Args:
+            q, k, v: (B, H, T, d), q not yet scaled.
+            key_padding_mask: (B, T), True = padding, or None.
+            dropout: dropout probability on the attention weights.
+
+        Returns:
+            (B, H, T, d).
+        """
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
     def probs_and_attended(
         self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]
