@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -38,6 +41,15 @@ def write_lightning_checkpoint(path: pathlib.Path, student_state: dict, extra: d
     checkpoint.update(extra or {})
     torch.save(checkpoint, path)
     return path
+
+
+def modules_loaded_by(imports: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with ``prefixes`` that a fresh interpreter has loaded after ``imports``."""
+    code = (f"import sys, json; import {imports}; "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({tuple(prefixes)!r}))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
 
 
 def write_yaml(path: pathlib.Path, data: dict) -> pathlib.Path:

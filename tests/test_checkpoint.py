@@ -145,15 +145,11 @@ def test_compact_metadata_is_versioned(tmp_path):
 
 def test_safe_loading_is_a_leaf_the_teacher_imports_without_the_student_stack():
     """Issue 11: the teacher imported the whole student stack through recycle_distill.checkpoint."""
-    import subprocess
-    import sys
+    from conftest import modules_loaded_by
 
-    code = ("import sys, recycle_distill.teacher, recycle_distill.checkpoint.safe_load; "
-            "print(sorted(m for m in ('recycle_distill.models', 'recycle_distill.checkpoint.loading', "
-            "'recycle_distill.builder') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    loaded = modules_loaded_by("recycle_distill.teacher, recycle_distill.checkpoint.safe_load",
+                               ("recycle_distill.models", "recycle_distill.checkpoint.loading", "recycle_distill.builder"))
+    assert loaded == []
 
 
 def test_strict_load_report_is_shared_by_student_and_teacher(tmp_path):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -13,7 +10,7 @@ from recycle_distill import build_student
 from recycle_distill.inference import FAST_BLOCKS, optimize_for_inference, plain_blocks, torch_int8_available
 from recycle_distill.modules.masks import pad_waveforms
 
-from conftest import shrink_fast_paths
+from conftest import modules_loaded_by, shrink_fast_paths
 from tiny_students import TINY_FAMILIES as FAMILIES
 from tiny_students import tiny_student as tiny
 
@@ -107,12 +104,10 @@ def test_plain_attention_does_not_stop_torch_dynamic_quantization():
 
 def test_the_teacher_imports_the_cnn_runner_without_any_student_module():
     """Only the shared length/mask helpers (modules.masks) are common to both."""
-    code = ("import sys, recycle_distill.teacher.teacher; "
-            "print(sorted(m for m in sys.modules if m.startswith(('recycle_distill.modules.', "
-            "'recycle_distill.models', 'recycle_distill.inference.optimize')) and m != 'recycle_distill.modules.masks'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    loaded = modules_loaded_by("recycle_distill.teacher.teacher", (
+        "recycle_distill.modules.", "recycle_distill.models", "recycle_distill.inference."))
+    assert [m for m in loaded if m != "recycle_distill.modules.masks"] == ["recycle_distill.inference.conv_runner",
+                                                                           "recycle_distill.inference.derived"]
 
 
 def test_an_unknown_precision_is_named_with_the_choices():
