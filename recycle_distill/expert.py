@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .builder import ConfigSource
 from .checkpoint import load_student
 from .compat import apply_compat
-from .inference import optimize_for_inference, parse_precision
+from .inference import compute_dtype, optimize_for_inference, parse_precision
 from .inputs import validate_waveforms
 from .modules.masks import pad_waveforms
 
@@ -82,7 +82,7 @@ class StudentUpstream(nn.Module):
             ``hidden_states``: N tensors (B, T, D); ``last_hidden_state``: (B, T, D).
         """
         validate_waveforms(wavs, self.model.receptive_field)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        dtype = compute_dtype(self.precision)
         batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
         output = self.model(batch, lengths)
         hidden_states = list(output.hidden_states)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..modules.attention import ReusedAttention, SelfAttention, _masked_softmax
+from ..modules.attention import ReusedAttention, SelfAttention
 from .derived import derived_tensor, fast_path_applies
 
 CHUNK_BYTES = 2 * 2**20
@@ -74,15 +74,7 @@ class FastSelfAttention(SelfAttention):
         """
         if q.dtype != torch.bfloat16 or dropout or not fast_path_applies(q):
             return super().attend(q, k, v, key_padding_mask, dropout)
-        batch, heads, time, _ = q.shape
-        q = q * self.scaling
-        attended = v.new_empty(v.shape)
-        for b, head_block, rows in _blocks(batch, heads, time):
-            scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2))
-            if key_padding_mask is not None:
-                scores.masked_fill_(key_padding_mask[b], float("-inf"))
-            torch.matmul(torch.softmax(scores, dim=-1), v[b, head_block], out=attended[b, head_block, rows])
-        return attended
+        return _blocked_attention(q * self.scaling, k, v, key_padding_mask)
 
     def probs_and_attended(
         self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]
@@ -91,16 +83,9 @@ class FastSelfAttention(SelfAttention):
         :func:`map_dtype`)."""
         if not fast_path_applies(q):
             return super().probs_and_attended(q, k, v, key_padding_mask)
-        batch, heads, time, head_dim = q.shape
+        batch, heads, time, _ = q.shape
         probs = q.new_empty(batch, heads, time, time, dtype=map_dtype(q.dtype))
-        attended = v.new_empty(batch, heads, time, head_dim)
-        for b, head_block, rows in _blocks(batch, heads, time):
-            scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).to(probs.dtype)
-            if key_padding_mask is not None:
-                scores.masked_fill_(key_padding_mask[b], float("-inf"))
-            block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
-            torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
-        return probs, attended
+        return probs, _blocked_attention(q, k, v, key_padding_mask, probs)
 
 
 class FastReusedAttention(ReusedAttention):
@@ -112,13 +97,38 @@ class FastReusedAttention(ReusedAttention):
             return super().attend(reused_probs, v, key_padding_mask)
         attended = v.new_empty(v.shape)
         for b, head_block, rows in _blocks(*reused_probs.shape[:3]):
-            if reused_probs.dtype == torch.bfloat16:
-                block = reused_probs[b, head_block, rows]
-                if key_padding_mask is not None:
-                    block = block.masked_fill(key_padding_mask[b], float("-inf"))
-                block = torch.softmax(block, dim=-1)
-            else:
-                mask = None if key_padding_mask is None else key_padding_mask[b : b + 1]
-                block = _masked_softmax(reused_probs[b : b + 1, head_block, rows], mask, v.dtype)[0]
-            torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
+            # The map's own dtype (float32, or bf16 in bf16 inference: see map_dtype).
+            block = reused_probs[b, head_block, rows]
+            if key_padding_mask is not None:
+                block = block.masked_fill(key_padding_mask[b], float("-inf"))
+            torch.matmul(torch.softmax(block, dim=-1).to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
         return attended
+
+
+def _blocked_attention(
+    q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], probs: Optional[Tensor] = None
+) -> Tensor:
+    """softmax(q k^T) v block by block (see :func:`_blocks`), without autograd.
+
+    Args:
+        q: (B, H, T, d), already scaled. k, v: (B, H, T, d).
+        key_padding_mask: (B, T), True = padding, or None.
+        probs: (B, H, T, T) to receive the softmax probabilities (its dtype is the maps'), or
+            None to keep none (the maps are then in q's dtype).
+
+    Returns:
+        The (B, H, T, d) attended values.
+    """
+    batch, heads, time, _ = q.shape
+    scores_dtype = q.dtype if probs is None else probs.dtype
+    attended = v.new_empty(v.shape)
+    for b, head_block, rows in _blocks(batch, heads, time):
+        scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).to(scores_dtype)
+        if key_padding_mask is not None:
+            scores.masked_fill_(key_padding_mask[b], float("-inf"))
+        if probs is None:
+            block = torch.softmax(scores, dim=-1)
+        else:
+            block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
+        torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
+    return attended

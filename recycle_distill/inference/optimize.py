@@ -130,8 +130,7 @@ def _cnn_in_bf16(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, ConvFeatureExtractor):
             module.to(torch.bfloat16)
-            module.register_forward_pre_hook(lambda m, args: (args[0].to(torch.bfloat16),) + tuple(args[1:]))
-            module.register_forward_hook(lambda m, args, out: out.float())
+            _install_casts(module, torch.bfloat16, torch.float32)
 
 
 def _install_casts(model: nn.Module, compute: torch.dtype, output: torch.dtype) -> None:
