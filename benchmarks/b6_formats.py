@@ -48,6 +48,7 @@ import common
 import format_split
 import torch
 
+from recycle_distill.analysis.precision_error import relative_l2_error
 from recycle_distill.builder import build_student
 
 PRESETS = ("armhubert", "starhubert")
@@ -164,10 +165,10 @@ def onnx_rows(preset: str, plain: torch.nn.Module, folder: str) -> list[Row]:
 
 
 def worst_relative_error(states: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    """max over layers of ||a - b|| / ||b|| (whole-tensor L2 norms)."""
+    """max over layers of ||a - b|| / ||b|| (whole-tensor L2 norms; see recycle_distill.analysis.precision_error)."""
     if len(states) != len(reference):
         raise ValueError(f"{len(states)} hidden states against {len(reference)} in the fp32 reference")
-    return max(float((a.float() - b).norm() / b.norm()) for a, b in zip(states, reference))
+    return max(relative_l2_error(b, a) for a, b in zip(states, reference))
 
 
 def phase_peaks(fmt: str, peaks: dict[str, float]) -> dict[str, float]:

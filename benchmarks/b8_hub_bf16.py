@@ -20,6 +20,7 @@ import tempfile
 import common
 import torch
 
+from recycle_distill.analysis.precision_error import layer_errors, worst_layer
 from recycle_distill.builder import build_student
 from recycle_distill.checkpoint import save_compact
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             reference = upstreams["fp32"](wavs)["hidden_states"]
             got = upstreams["bf16"](wavs)["hidden_states"]
-            error = max(float((a - b).norm() / b.norm()) for a, b in zip(got, reference))
+            error = worst_layer(layer_errors(reference, got)).relative_l2
             assert {h.dtype for h in got} == {torch.float32}
             forwards = {dtype: (lambda u=upstream: u(wavs)) for dtype, upstream in upstreams.items()}
             times = common.time_rounds(forwards, args.repeats, args.warmup)
