@@ -48,6 +48,7 @@ import common
 import format_split
 import torch
 
+from recycle_distill import profiling
 from recycle_distill.analysis.precision_error import relative_l2_error
 from recycle_distill.builder import build_student
 
@@ -89,10 +90,7 @@ def teacher_rows() -> list[Row]:
     rows = []
     for fmt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         model = common.build_teacher().to(dtype)
-
-        def run(x: torch.Tensor, model: torch.nn.Module = model, dtype: torch.dtype = dtype) -> Any:
-            return model.extract_features(x.to(dtype), padding_mask=None, mask=False)
-
+        run = profiling.teacher_forward(model, dtype)  # the call S3PRL's HuBERT upstream makes
         rows.append(Row(TEACHER, fmt, run, _teacher_hidden(model, run),
                         lambda x, model=model, run=run: format_split.torch_time_split(model, lambda: run(x)),
                         module=model))
