@@ -11,9 +11,12 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 COMPAT_VENV=${COMPAT_VENV:-.venv-compat}
 # The default, pinned and fully tested stack: S3PRL 0.4.18 runs on it unmodified.
+# PyPI's torch 2.8.0 for x86_64 is the CUDA build: its venv takes ~7.5 GB (4.1 GB of it nvidia-*).
 DEFAULT_STACK=(torch==2.8.0 torchaudio==2.8.0)
+DEFAULT_GB=10
 # The newer stack, supported through recycle_distill.compat on the S3PRL-facing paths.
 COMPAT_STACK=(torch==2.13.0 torchaudio==2.11.0)
+COMPAT_GB=3
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -30,18 +33,38 @@ install_espeak() {
   fi
 }
 
-make_venv() {  # make_venv DIR STACK...
-  local dir=$1; shift
+pip_install() {  # pip_install PYTHON ARGS...: quiet pip whose failure stops the script with its exit code
+  local py=$1; shift
+  set +e
+  # --no-cache-dir: the default stack's wheels are ~4 GB; a cached copy would double the peak disk use.
+  "$py" -m pip install -q --no-cache-dir "$@" 2>&1 | grep -v '^WARNING: Location'
+  local code=${PIPESTATUS[0]}
+  set -e
+  if [ "$code" -ne 0 ]; then echo "ERROR: pip install $* failed (exit $code)" >&2; return "$code"; fi
+}
+
+need_disk() {  # need_disk DIR GB: fail at once, with the figures, when the disk cannot hold DIR
+  local dir=$1 need=$2 free
+  free=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "$free" -lt "$need" ]; then
+    echo "ERROR: $free GB free on $(df -P . | awk 'NR == 2 { print $6 }'); creating $dir needs about $need GB" >&2
+    return 1
+  fi
+}
+
+make_venv() {  # make_venv DIR GB STACK...
+  local dir=$1 gb=$2; shift 2
   local stamp="$dir/.recycle-distill-stack"
   local want="$* $(sha256sum setup.py | cut -c1-16)"
   if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    "$dir/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install "$dir/bin/python" --no-deps -e .
     return
   fi
+  need_disk "$dir" "$gb"
   log "creating $dir with $*"
   "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  "$dir/bin/python" -m pip install -q "$@" -e ".[test,demo,hf,onnx]" 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install "$dir/bin/python" --upgrade pip
+  pip_install "$dir/bin/python" "$@" -e ".[test,demo,hf,onnx]"
   "$dir/bin/python" -c "import torch, torchaudio, s3prl, recycle_distill" 2>/dev/null \
     || "$dir/bin/python" -c "import recycle_distill.compat as c; c.apply_compat(); import s3prl.hub"
   echo "$want" > "$stamp"
@@ -61,18 +84,18 @@ case "${1:-}" in
   demo)
     shift
     install_espeak
-    make_venv "$VENV" "${DEFAULT_STACK[@]}"
+    make_venv "$VENV" "$DEFAULT_GB" "${DEFAULT_STACK[@]}"
     log "running the main job"
     "$VENV/bin/recycle-distill" demo "$@"
     ;;
   test)
     shift
     install_espeak required
-    make_venv "$VENV" "${DEFAULT_STACK[@]}"
+    make_venv "$VENV" "$DEFAULT_GB" "${DEFAULT_STACK[@]}"
     log "test suite on the default stack (torch 2.8.0 + torchaudio 2.8.0 + s3prl 0.4.18)"
     run_pytest "$VENV" tests -ra "$@"
     if [ "${SKIP_COMPAT:-0}" != 1 ]; then
-      make_venv "$COMPAT_VENV" "${COMPAT_STACK[@]}"
+      make_venv "$COMPAT_VENV" "$COMPAT_GB" "${COMPAT_STACK[@]}"
       log "S3PRL-facing and ONNX tests on the compat stack (torch 2.13.0 + torchaudio 2.11.0)"
       run_pytest "$COMPAT_VENV" tests -m "s3prl or onnx" -ra "$@"
     fi
