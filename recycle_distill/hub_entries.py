@@ -71,10 +71,13 @@ def load_onnx_upstream(
     if ignored:
         raise TypeError(f"{family}_onnx: unexpected options {', '.join(sorted(ignored))} "
                         f"(the exported graph fixes the architecture and precision)")
+    from .inference.precision import parse_precision
+
+    wanted = None if dtype is None else parse_precision(dtype)
     upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads)
-    if dtype is not None and dtype != upstream.dtype:
+    if wanted is not None and wanted != upstream.dtype:
         raise ValueError(f"{upstream.path}: exported in {upstream.dtype}; dtype={dtype!r} cannot change an ONNX "
-                         f"file (export it again with --dtype {dtype})")
+                         f"file (export it again with --dtype {wanted})")
     return upstream
 
 

@@ -213,6 +213,19 @@ def test_onnx_hub_entry_equals_the_torch_upstream(tmp_path, exported, speech, fa
     assert got["last_hidden_state"] is got["hidden_states"][-1]
 
 
+def test_onnx_hub_entry_dtype_is_the_export_precision(exported):
+    _, path = exported["maskhubert"]
+    entry = _hubconf("maskhubert").maskhubert_onnx
+    # The shared precision vocabulary: aliases of the file's precision are accepted.
+    for alias in ("fp32", "float32", torch.float32):
+        assert entry(str(path), dtype=alias).dtype == "fp32"
+    with pytest.raises(ValueError, match=r"exported in fp32; dtype='bfloat16' cannot change an ONNX file "
+                                         r"\(export it again with --dtype bf16\)"):
+        entry(str(path), dtype="bfloat16")
+    with pytest.raises(ValueError, match=r"dtype: unsupported precision 'fp8'; choose one of fp32, bf16, int8"):
+        entry(str(path), dtype="fp8")
+
+
 @pytest.mark.s3prl
 def test_s3prl_featurizer_runs_over_the_onnx_upstream(exported, speech):
     from s3prl.upstream.interfaces import Featurizer
