@@ -146,9 +146,8 @@ def register_upstreams(hub: Any = None, dtype: Optional[str] = None) -> list[str
         if dtype is not None and not name.endswith("_onnx"):
             entry = with_dtype(entry, dtype)
         existing = getattr(hub, name, None)
-        if existing is not None and existing is not entry and getattr(existing, "__wrapped__", None) is not None:
-            existing = existing.__wrapped__
-        if existing is not None and existing is not entry and existing is not getattr(entry, "__wrapped__", None):
+        # Compared unwrapped: an entry registered before with another dtype is still ours.
+        if existing is not None and inspect.unwrap(existing) is not inspect.unwrap(entry):
             module = getattr(existing, "__module__", "") or ""
             if not module.endswith(entry.__module__.rsplit(".", 2)[-2] + ".hubconf"):
                 logger.warning("s3prl.hub.%s (from %s) is replaced by recycle-distill's entry", name, module)
