@@ -76,7 +76,7 @@ def _model_folder(path: PathLike) -> Path:
 
 @contextlib.contextmanager
 def _load_errors(folder: Path):
-    """transformers' loading errors as one-line :class:`TeacherError`\ s naming the folder."""
+    """transformers' loading errors, re-raised as one-line :class:`TeacherError` naming the folder."""
     try:
         yield
     except (OSError, ValueError, KeyError) as error:
@@ -125,10 +125,9 @@ class LanguageModelTeacher:
             TeacherError: see :func:`load_tokenizer`.
         """
         folder = _model_folder(path)
-        transformers = _import_transformers()
+        tokenizer = load_tokenizer(folder)
         with _load_errors(folder):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+            model = _import_transformers().AutoModel.from_pretrained(str(folder), local_files_only=True)
         teacher = cls(folder, model.to(device), tokenizer)
         logger.info("language-model teacher %s: %s, hidden %d, up to %d tokens",
                     folder, type(model).__name__, teacher.hidden_size, teacher.max_tokens)
