@@ -12,22 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recycle_distill.data.synth import make_tiny_librispeech
 from recycle_distill.teacher import load_teacher
 from recycle_distill.train import load_train_config
 from recycle_distill.train.objectives import float32_loss
 from recycle_distill.train.state import latest_checkpoint, load_training_state
 from recycle_distill.train.trainer import Trainer
 
-from train_helpers import TEACHER, metrics, tiny_config
+from train_helpers import TEACHER, metrics, synthetic_train_corpus, tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus") / "LibriSpeech"
-    make_tiny_librispeech(root, speakers=2, utterances_per_speaker=4, subsets=("train-clean-100", "dev-clean"),
-                          use_espeak=False)
-    return root
+    return synthetic_train_corpus(tmp_path_factory.mktemp("corpus"), utterances_per_speaker=4)
 
 
 def _trainer(corpus, output, precision: str, objective: str = "masking", **train) -> Trainer:

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from recycle_distill.data.synth import make_tiny_librispeech
 from recycle_distill.train import load_train_config
 from recycle_distill.train.state import (capture_rng, latest_checkpoint, load_training_state, prune_checkpoints,
                                          restore_rng, save_training_state)
 from recycle_distill.train.objectives import sample_hint_layers
 
-from train_helpers import tiny_config
+from train_helpers import synthetic_train_corpus, tiny_config
 
 
 def _draws() -> tuple:
@@ -89,10 +88,7 @@ def test_load_refuses_what_is_not_a_training_checkpoint(tmp_path):
 # ------------------------------------------------------------------ the Trainer in-process
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus") / "LibriSpeech"
-    make_tiny_librispeech(root, speakers=2, utterances_per_speaker=2, subsets=("train-clean-100", "dev-clean"),
-                          use_espeak=False)
-    return root
+    return synthetic_train_corpus(tmp_path_factory.mktemp("corpus"), utterances_per_speaker=2)
 
 
 def _trainer(corpus, output, **train):

@@ -22,6 +22,16 @@ TINY_STUDENTS = {
 }
 
 
+def synthetic_train_corpus(folder: pathlib.Path, utterances_per_speaker: int) -> pathlib.Path:
+    """A 2-speaker LibriSpeech folder (train-clean-100, dev-clean) of synthetic voices, no espeak-ng."""
+    from recycle_distill.data.synth import make_tiny_librispeech
+
+    root = folder / "LibriSpeech"
+    make_tiny_librispeech(root, speakers=2, utterances_per_speaker=utterances_per_speaker,
+                          subsets=("train-clean-100", "dev-clean"), use_espeak=False)
+    return root
+
+
 def tiny_distiller(family: str, **extra: Any) -> dict:
     distiller = {
         "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(64, 2, 2)] * 2",
