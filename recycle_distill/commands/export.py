@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from ..inference.onnx_export import require_onnx
 
         try:  # before loading anything: a missing extra is one line with the install hint
-            require_onnx("onnx", "onnxruntime") if args.dtype == "int8" else require_onnx("onnx")
+            require_onnx(args.dtype)
         except ImportError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -51,7 +51,7 @@ from ..sample_rate import SAMPLE_RATE
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "export_onnx", "check_onnx_dtype", "require_onnx", "ONNX_DTYPES", "ONNX_FORMAT_VERSION", "META_PREFIX",
+    "export_onnx", "check_onnx_dtype", "require_onnx", "import_onnx_package", "ONNX_DTYPES", "ONNX_FORMAT_VERSION", "META_PREFIX",
     "INPUT_NAMES", "OUTPUT_NAMES", "INT8_OP_TYPES", "INSTALL_HINT",
 ]
 
@@ -71,15 +71,21 @@ INSTALL_HINT = 'ONNX support needs the optional packages: pip install "recycle-d
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def require_onnx(*modules: str) -> None:
-    """Import ``modules`` (default onnx and onnxruntime) or raise a one-line ImportError with the install hint."""
+def import_onnx_package(name: str) -> Any:
+    """``name`` (``onnx`` or ``onnxruntime``) imported, or a one-line ImportError with the install hint."""
     import importlib
 
-    for name in modules or ("onnx", "onnxruntime"):
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise ImportError(f"{name} is not installed. {INSTALL_HINT}") from err
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f"{name} is not installed. {INSTALL_HINT}") from err
+
+
+def require_onnx(dtype: str = "fp32") -> None:
+    """Import what an export at ``dtype`` needs (onnx; for int8 also onnxruntime's quantizer),
+    or raise :func:`import_onnx_package`'s ImportError."""
+    for name in ("onnx", "onnxruntime") if dtype == "int8" else ("onnx",):
+        import_onnx_package(name)
 
 
 def check_onnx_dtype(dtype: Union[str, torch.dtype, None]) -> str:
@@ -221,11 +227,6 @@ def _write_metadata(path: str, metadata: dict[str, str]) -> None:
     onnx.save(proto, path)
 
 
-def _plain_path():
-    """The context the trace runs in (the plain blocks have one path; no autograd graph is needed)."""
-    return torch.no_grad()
-
-
 def _trace_to(wrapper: nn.Module, example: tuple[Tensor, Tensor], path: str, opset: int) -> None:
     dynamic_axes = {
         "waveforms": {0: "batch", 1: "samples"},
@@ -238,7 +239,7 @@ def _trace_to(wrapper: nn.Module, example: tuple[Tensor, Tensor], path: str, ops
         # The tracer warns about every shape-to-int conversion and (torch >= 2.9) about being
         # the legacy exporter; the parity tests are what prove the graph general.
         warnings.simplefilter("ignore")
-        with _plain_path():
+        with torch.no_grad():  # the plain blocks have one path; no autograd graph is needed
             torch.onnx.export(
                 wrapper, example, path, dynamo=False, input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, opset_version=opset,
@@ -289,7 +290,7 @@ def export_onnx(
         ``bytes`` (file size) and ``metadata`` (without the prefix).
     """
     dtype = check_onnx_dtype(dtype)
-    require_onnx("onnx", "onnxruntime") if dtype == "int8" else require_onnx("onnx")
+    require_onnx(dtype)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     started = time.perf_counter()
     plain = _plain_fp32_copy(model, family)

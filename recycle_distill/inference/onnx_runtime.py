@@ -19,22 +19,13 @@ from torch import Tensor, nn
 
 from ..inputs import validate_waveforms
 from ..modules.masks import pad_waveforms
-from .onnx_export import INSTALL_HINT, META_PREFIX, ONNX_FORMAT_VERSION
+from .onnx_export import META_PREFIX, ONNX_FORMAT_VERSION, import_onnx_package
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxStudentUpstream", "read_onnx_metadata", "import_onnxruntime"]
+__all__ = ["OnnxStudentUpstream", "read_onnx_metadata"]
 
 _REQUIRED_KEYS = ("family", "onnx_version", "num_layers", "downsample_rate", "receptive_field", "sample_rate")
-
-
-def import_onnxruntime() -> Any:
-    """The ``onnxruntime`` module, or an ImportError whose one-line message is the install hint."""
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError(f"onnxruntime is not installed. {INSTALL_HINT}") from err
-    return onnxruntime
 
 
 def read_onnx_metadata(session: Any, path: str) -> dict[str, str]:
@@ -78,7 +69,7 @@ class OnnxStudentUpstream(nn.Module):
         providers: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()
-        ort = import_onnxruntime()
+        ort = import_onnx_package("onnxruntime")
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
