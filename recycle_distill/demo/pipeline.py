@@ -31,6 +31,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..sample_rate import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo", "DemoError"]
@@ -252,7 +254,7 @@ def _masked_validation(trainer: Any) -> float:
 def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
     from ..superb.launcher import register_upstreams
 
-    waves = [torch.randn(24000) * 0.1, torch.randn(16000) * 0.1]
+    waves = [torch.randn(SAMPLE_RATE * 3 // 2) * 0.1, torch.randn(SAMPLE_RATE) * 0.1]
     if (REPO_ROOT / "hubconf.py").is_file():
         upstream = torch.hub.load(str(REPO_ROOT), options.family, source="local", ckpt=result.export_path)
         how = f"torch.hub.load({REPO_ROOT}, '{options.family}', source='local')"
@@ -278,14 +280,15 @@ def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
 def _transfer(options: DemoOptions, out: Path, result: DemoResult) -> None:
     from ..checkpoint import load_student
     from ..teacher import load_teacher
+    from .pretrain import load_waves
     from .probe import single_thread
     from .transfer import frame_matrices, measure_transfer, teacher_outputs
 
     paths = _corpus_waves(out, "dev-clean")
-    waves = [_read_wave(path) for path in paths]
+    waves = load_waves(paths)
     with single_thread():
         targets = teacher_outputs(load_teacher(result.teacher_path), waves)
-    options.echo(f"    {len(waves)} held-out dev-clean utterances ({sum(w.numel() for w in waves) / 16000:.0f} s, "
+    options.echo(f"    {len(waves)} held-out dev-clean utterances ({sum(w.numel() for w in waves) / SAMPLE_RATE:.0f} s, "
                  f"voices unseen in training); student hidden state i vs teacher layer {result.layer_mapping}")
     for name, path in (("random", result.init_path), ("distilled", result.export_path)):
         student = load_student(path, options.family)
@@ -300,15 +303,8 @@ def _transfer(options: DemoOptions, out: Path, result: DemoResult) -> None:
 def _hidden_state_mapping(student: Any, layer_mapping: list) -> list:
     """Teacher layer of each exported hidden state (FitHuBERT without heads keeps the last ones)."""
     with torch.no_grad():
-        count = len(student(torch.zeros(1, 16000)).hidden_states)
+        count = len(student(torch.zeros(1, SAMPLE_RATE)).hidden_states)
     return layer_mapping[-count:]
-
-
-def _read_wave(path: Path) -> torch.Tensor:
-    import soundfile
-
-    samples, _ = soundfile.read(str(path), dtype="float32")
-    return torch.from_numpy(samples)
 
 
 def _downstream(options: DemoOptions, out: Path, result: DemoResult) -> None:

@@ -25,11 +25,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..analysis.kmeans import assign_clusters, kmeans
+from ..sample_rate import SAMPLE_RATE
 from .probe import single_thread
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PretrainResult", "mfcc_frames", "pretrain_teacher"]
+__all__ = ["PretrainResult", "load_waves", "mfcc_frames", "pretrain_teacher"]
 
 FRAME_SAMPLES, HOP_SAMPLES = 400, 320  # the teacher CNN's receptive field and stride (16 kHz)
 
@@ -53,19 +54,20 @@ def mfcc_frames(wave: Tensor) -> Tensor:
     25 ms windows every 20 ms without edge padding: T = (S - 400) // 320 + 1, the teacher's own
     frame count, so label t belongs to teacher frame t.
     """
-    mfcc = torchaudio.compliance.kaldi.mfcc(wave.unsqueeze(0) * 32768, sample_frequency=16000, frame_length=25.0,
+    mfcc = torchaudio.compliance.kaldi.mfcc(wave.unsqueeze(0) * 32768, sample_frequency=SAMPLE_RATE, frame_length=25.0,
                                             frame_shift=20.0, num_ceps=13, snip_edges=True, dither=0.0)
     deltas = torchaudio.functional.compute_deltas(mfcc.T)
     features = torch.cat([mfcc.T, deltas, torchaudio.functional.compute_deltas(deltas)]).T
     return (features - features.mean(0)) / features.std(0).clamp_min(1e-5)
 
 
-def _load_waves(paths: Sequence[str]) -> list[Tensor]:
+def load_waves(paths: Sequence[str | os.PathLike]) -> list[Tensor]:
+    """The (S,) float32 samples of each audio file, which must be at :data:`SAMPLE_RATE`."""
     waves = []
     for path in paths:
         samples, rate = soundfile.read(path, dtype="float32")
-        if rate != 16000:
-            raise ValueError(f"{path}: {rate} Hz, expected 16000")
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"{path}: {rate} Hz, expected {SAMPLE_RATE}")
         waves.append(torch.from_numpy(samples))
     return waves
 
@@ -138,7 +140,7 @@ def pretrain_teacher(
     clock = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    waves = _load_waves(wave_paths)
+    waves = load_waves(wave_paths)
     features = [mfcc_frames(wave) for wave in waves]
     stacked = torch.cat(features)
     centroids = kmeans(stacked, clusters, seed=seed)
@@ -168,7 +170,7 @@ def pretrain_teacher(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
     counts = torch.bincount(torch.cat(labels), minlength=clusters)
     result = PretrainResult(clusters=clusters, frames=int(stacked.shape[0]), majority=float(counts.max() / counts.sum()))
-    crop = int(crop_seconds * 16000)
+    crop = int(crop_seconds * SAMPLE_RATE)
     bar = tqdm(range(steps), desc="pretrain teacher", unit="step", disable=not progress, dynamic_ncols=True)
     step = _training_step(model, head, optimizer, scheduler, unmasked_weight)
     numpy_state = np.random.get_state()

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from ..sample_rate import SAMPLE_RATE
+
 __all__ = ["ProbeScores", "pool_features", "fbank_layers", "probe_accuracies", "paired_difference", "single_thread"]
 
 Extractor = Callable[[Tensor], Sequence[Tensor]]  # (S,) wave -> L tensors (T, D)
@@ -64,7 +66,7 @@ class ProbeScores:
 
 def fbank_layers(wave: Tensor) -> list[Tensor]:
     """One "layer": (T, 80) log-mel filterbank, 25 ms windows every 10 ms (S3PRL's fbank)."""
-    return [torchaudio.compliance.kaldi.fbank(wave.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=16000,
+    return [torchaudio.compliance.kaldi.fbank(wave.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SAMPLE_RATE,
                                               dither=0.0)]
 
 

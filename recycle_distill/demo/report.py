@@ -9,6 +9,7 @@ from typing import Any, Optional
 import torch
 
 from ..profiling import count_flops, time_interleaved
+from ..sample_rate import SAMPLE_RATE
 from .figures import plot_losses, plot_transfer
 from .probe import paired_difference
 
@@ -26,7 +27,7 @@ def measure_models(teacher_path: str, student_path: str, family: str, seconds: f
 
     teacher = load_teacher(teacher_path)
     student = load_student(student_path, family)
-    wave = torch.randn(1, int(16000 * seconds)) * 0.1
+    wave = torch.randn(1, int(SAMPLE_RATE * seconds)) * 0.1
     lengths = torch.tensor([wave.shape[1]])
     models = {"teacher": lambda: teacher(wave, lengths), "student": lambda: student(wave, lengths)}
     with torch.no_grad():

@@ -17,6 +17,7 @@ import torchaudio
 from torch import Tensor
 
 from ..analysis.similarity import linear_cka, mean_frame_cosine
+from ..sample_rate import SAMPLE_RATE
 
 __all__ = ["TransferScores", "FrameMatrices", "teacher_outputs", "frame_matrices", "measure_transfer", "fbank_frames"]
 
@@ -34,7 +35,7 @@ class TransferScores:
 
 def fbank_frames(wave: Tensor) -> Tensor:
     """(T, 80) log-mel on the teacher's grid (25 ms windows every 20 ms, no edge padding)."""
-    return torchaudio.compliance.kaldi.fbank(wave.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=16000,
+    return torchaudio.compliance.kaldi.fbank(wave.unsqueeze(0) * 32768, num_mel_bins=80, sample_frequency=SAMPLE_RATE,
                                              frame_length=25.0, frame_shift=20.0, dither=0.0)
 
 
