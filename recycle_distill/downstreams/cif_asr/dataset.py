@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from recycle_distill.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
+
 from .corpus import Utterance, scan_aishell, scan_librispeech
 from .feature_cache import FeatureCache, FeatureCacheError
 from .sampler import LengthBucketBatchSampler
@@ -36,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-SAMPLE_RATE = 16000
 CORPORA = ("librispeech", "aishell")
 DEFAULT_LANGUAGE = {"librispeech": "en", "aishell": "zh"}
 UNIT_ERRORS = ("skip", "fail")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torchaudio.models import Conformer
 
 from recycle_distill.modules.cif import CifWeightPredictor, continuous_integrate_and_fire
+from recycle_distill.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
 
 from .beam_search import beam_search
 from .config import DecodeConfig, LossConfig, ModelConfig
@@ -36,8 +37,6 @@ from .decoder import CifDecoder
 __all__ = ["CifRecognizer", "CifEncoder", "FrameRateError", "plan_poolings", "SAMPLE_RATE"]
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 class FrameRateError(ValueError):
