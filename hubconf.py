@@ -5,7 +5,7 @@ Every entry of every family's ``upstreams/<family>/hubconf.py``, imported from t
 
 dependencies = ["torch", "yaml", "safetensors", "huggingface_hub"]
 
-# Each family's entries are generated from recycle_distill.hub.RELEASED (hub_entries.family_entries).
+# Each family's entries are generated from recycle_distill.checkpoint.fetch.RELEASED (hub_entries.family_entries).
 from upstreams.armhubert.hubconf import *  # noqa: E402,F401,F403
 from upstreams.fithubert.hubconf import *  # noqa: E402,F401,F403
 from upstreams.maskhubert.hubconf import *  # noqa: E402,F401,F403

@@ -14,7 +14,7 @@ COMPAT_VENV=${COMPAT_VENV:-.venv-compat}
 # PyPI's torch 2.8.0 for x86_64 is the CUDA build: its venv takes ~7.5 GB (4.1 GB of it nvidia-*).
 DEFAULT_STACK=(torch==2.8.0 torchaudio==2.8.0)
 DEFAULT_GB=10
-# The newer stack, supported through recycle_distill.compat on the S3PRL-facing paths.
+# The newer stack, supported through recycle_distill.s3prl.compat on the S3PRL-facing paths.
 COMPAT_STACK=(torch==2.13.0 torchaudio==2.11.0)
 COMPAT_GB=3
 
@@ -66,7 +66,7 @@ make_venv() {  # make_venv DIR GB STACK...
   pip_install "$dir/bin/python" --upgrade pip
   pip_install "$dir/bin/python" "$@" -e ".[test,demo,hf,onnx]"
   "$dir/bin/python" -c "import torch, torchaudio, s3prl, recycle_distill" 2>/dev/null \
-    || "$dir/bin/python" -c "import recycle_distill.compat as c; c.apply_compat(); import s3prl.hub"
+    || "$dir/bin/python" -c "import recycle_distill.s3prl.compat as c; c.apply_compat(); import s3prl.hub"
   echo "$want" > "$stamp"
 }
 

@@ -20,8 +20,8 @@ import sys
 
 import common
 
-from recycle_distill.builder import build_student, list_presets
-from recycle_distill.profiling import count_flops, count_parameters, STUDENT_HEAD_PREFIXES
+from recycle_distill.students.build import build_student, list_presets
+from recycle_distill.lab.profiling import count_flops, count_parameters, STUDENT_HEAD_PREFIXES
 
 TARGET_PRESET = "armhubert"
 TARGET = 3.0

@@ -29,8 +29,8 @@ import sys
 import common
 import torch
 
-from recycle_distill.builder import build_student
-from recycle_distill.profiling import count_flops
+from recycle_distill.students.build import build_student
+from recycle_distill.lab.profiling import count_flops
 from reference_formulation import ReferenceARMHuBERT
 
 TOLERANCE = 1e-5

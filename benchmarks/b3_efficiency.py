@@ -19,8 +19,8 @@ import sys
 
 import common
 
-from recycle_distill.builder import build_student
-from recycle_distill.profiling import count_flops
+from recycle_distill.students.build import build_student
+from recycle_distill.lab.profiling import count_flops
 
 TARGET = 0.65
 SQUARE_SIZES = (2048, 3072)

@@ -40,11 +40,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from recycle_distill.builder import build_student
-from recycle_distill.losses import masking_distillation_loss
-from recycle_distill.profiling import count_flops
-from recycle_distill.teacher import SpanMaskConfig, Teacher
-from recycle_distill.teacher import teacher as teacher_module
+from recycle_distill.students.build import build_student
+from recycle_distill.training.losses import masking_distillation_loss
+from recycle_distill.lab.profiling import count_flops
+from recycle_distill.training.teacher import SpanMaskConfig, Teacher
+from recycle_distill.training.teacher import teacher as teacher_module
 from reference_formulation import ReferenceARMHuBERT
 
 TARGET = 1.3

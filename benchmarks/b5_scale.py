@@ -20,8 +20,8 @@ import sys
 
 import common
 
-from recycle_distill.builder import build_student
-from recycle_distill.profiling import count_flops, peak_memory
+from recycle_distill.students.build import build_student
+from recycle_distill.lab.profiling import count_flops, peak_memory
 
 LENGTHS = (1.0, 5.0, 10.0, 30.0, 60.0)
 

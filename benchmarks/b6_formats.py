@@ -16,7 +16,7 @@ Each batch size is one interleaved series: every round runs every row plus one s
 through oneDNN, which on this AMD CPU runs about twice as fast as the MKL sgemm behind
 ``torch.mm``), so machine load falls on all alike; times and peaks are medians, speed-ups
 medians of per-round ratios. FLOPs are counted once per model (batch 1, ``FlopCounterMode``
-with ``recycle_distill.profiling``'s formulas, times the batch size) on its fp32 model, so
+with ``recycle_distill.lab.profiling``'s formulas, times the batch size) on its fp32 model, so
 GFLOP/s is "fp32-equivalent work per second". Fraction of peak: against the bf16 ``torch.mm``
 peak for bf16 rows, the fp32 ``torch.mm`` peak for the others (the peaks B3 and the issue use).
 Error: the worst layer's relative L2 error ||h - h_fp32|| / ||h_fp32|| over ``hidden_states``
@@ -48,9 +48,9 @@ import common
 import format_split
 import torch
 
-from recycle_distill import profiling
-from recycle_distill.analysis.precision_error import relative_l2_error
-from recycle_distill.builder import build_student
+from recycle_distill.lab import profiling
+from recycle_distill.lab.analysis.precision_error import relative_l2_error
+from recycle_distill.students.build import build_student
 
 PRESETS = ("armhubert", "starhubert")
 TARGET_PRESET = "armhubert"
@@ -163,7 +163,7 @@ def onnx_rows(preset: str, plain: torch.nn.Module, folder: str) -> list[Row]:
 
 
 def worst_relative_error(states: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    """max over layers of ||a - b|| / ||b|| (whole-tensor L2 norms; see recycle_distill.analysis.precision_error)."""
+    """max over layers of ||a - b|| / ||b|| (whole-tensor L2 norms; see recycle_distill.lab.analysis.precision_error)."""
     if len(states) != len(reference):
         raise ValueError(f"{len(states)} hidden states against {len(reference)} in the fp32 reference")
     return max(relative_l2_error(b, a) for a, b in zip(states, reference))

@@ -19,7 +19,7 @@ import torch
 import common
 from cif_frame_loop import cif_frame_loop
 
-from recycle_distill.modules.cif import continuous_integrate_and_fire
+from recycle_distill.downstreams.cif_asr.cif import continuous_integrate_and_fire
 
 GOAL = 5.0
 

@@ -20,8 +20,8 @@ import tempfile
 import common
 import torch
 
-from recycle_distill.analysis.precision_error import layer_errors, worst_layer
-from recycle_distill.builder import build_student
+from recycle_distill.lab.analysis.precision_error import layer_errors, worst_layer
+from recycle_distill.students.build import build_student
 from recycle_distill.checkpoint import save_compact
 
 TARGET = 2.0

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as `python benchmarks/bN_*.py` from a checkout
     sys.path.insert(0, ROOT)
 
-from recycle_distill import profiling  # noqa: E402
+from recycle_distill.lab import profiling  # noqa: E402
 
 SAMPLE_RATE = profiling.SAMPLE_RATE
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
-from recycle_distill import profiling
+from recycle_distill.lab import profiling
 
 PHASES = ("CNN", "attention", "Linear", "other")
 _MARK = "b6-phase:"

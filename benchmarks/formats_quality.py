@@ -36,10 +36,10 @@ from common import ROOT, base_parser, machine, setup, write_json
 from torch import Tensor, nn
 
 from recycle_distill import build_student
-from recycle_distill.analysis.precision_error import layer_errors, worst_layer
-from recycle_distill.data.synth import espeak_available, speak
+from recycle_distill.lab.analysis.precision_error import layer_errors, worst_layer
+from recycle_distill.training.data.synth import espeak_available, speak
 from recycle_distill.inference import optimize_for_inference, torch_int8_available
-from recycle_distill.modules.masks import pad_waveforms
+from recycle_distill.students.blocks.masks import pad_waveforms
 
 FIXTURES = os.path.join(ROOT, "tests", "data", "fixtures")
 sys.path.insert(0, os.path.join(ROOT, "tests"))

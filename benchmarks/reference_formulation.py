@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recycle_distill.config import StudentConfig
-from recycle_distill.modules.grad import grad_multiply, layer_grad_scales
+from recycle_distill.students.config import StudentConfig
+from recycle_distill.students.blocks.grad import grad_multiply, layer_grad_scales
 
 
 class RefFp32GroupNorm(nn.GroupNorm):

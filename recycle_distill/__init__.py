@@ -3,7 +3,7 @@ in pure PyTorch, as S3PRL upstreams, with a distillation trainer."""
 
 from __future__ import annotations
 
-from .lazy import lazy_attributes
+from recycle_distill.util.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -19,16 +19,16 @@ __all__ = [
 ]
 
 # The public names are imported on first access (PEP 562), not here: they pull in torch, and
-# torch-free subpackages such as recycle_distill.s3prl_patch (run by patch_hub.py with only
+# torch-free subpackages such as recycle_distill.s3prl.patch (run by patch_hub.py with only
 # the standard library and PyYAML) must be importable without it.
 _LAZY = {
-    "build_student": ".builder",
-    "list_presets": ".builder",
-    "ConfigError": ".config",
-    "StudentConfig": ".config",
-    "FAMILIES": ".models",
-    "StudentModel": ".models",
-    "StudentOutput": ".models",
+    "build_student": ".students.build",
+    "list_presets": ".students.build",
+    "ConfigError": ".students.config",
+    "StudentConfig": ".students.config",
+    "FAMILIES": ".students",
+    "StudentModel": ".students",
+    "StudentOutput": ".students",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -15,7 +15,7 @@ from typing import Sequence
 import soundfile
 import torch
 
-from recycle_distill.data.synth import espeak_available, speak, warn_no_espeak
+from recycle_distill.training.data.synth import espeak_available, speak, warn_no_espeak
 
 SAMPLE_RATE = 16000
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

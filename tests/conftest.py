@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from recycle_distill.compat import apply_compat
+from recycle_distill.s3prl.compat import apply_compat
 
 # Tests import s3prl directly, as users do after one of our entry points has run; on
 # torchaudio >= 2.9 that needs the compat layer first (a no-op on the default stack).

@@ -19,7 +19,7 @@ def _die() -> None:
 
 def install(fault: str) -> None:
     """Patch the trainer modules so that ``fault`` happens."""
-    from recycle_distill.train import state, trainer
+    from recycle_distill.training import state, trainer
 
     kind, _, number = fault.partition(":")
     target = int(number)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import soundfile
 
-from recycle_distill.data.synth import TinyCorpusInfo, make_len_for_bucket, make_tiny_librispeech
+from recycle_distill.training.data.synth import TinyCorpusInfo, make_len_for_bucket, make_tiny_librispeech
 
 from conftest import DATA, load_fixture, write_lightning_checkpoint, write_yaml
 
@@ -41,7 +41,7 @@ def run_checked(command: list, cwd: Path, log: Path | None = None, **env: str) -
     return result
 
 S3PRL_TREE = DATA / "s3prl_tree" / "s3prl"
-CHAR_DICT = Path(__file__).resolve().parents[1] / "recycle_distill" / "downstream_configs" / "asr_char.dict"
+CHAR_DICT = Path(__file__).resolve().parents[1] / "recycle_distill" / "s3prl" / "downstream_configs" / "asr_char.dict"
 ASR_SUBSETS = ("train-clean-100", "dev-clean", "test-clean")
 
 

@@ -1,11 +1,11 @@
-"""recycle_distill.analysis: linear CKA, frame cosine and k-means on inputs with known answers."""
+"""recycle_distill.lab.analysis: linear CKA, frame cosine and k-means on inputs with known answers."""
 
 import math
 
 import pytest
 import torch
 
-from recycle_distill.analysis import assign_clusters, kmeans, linear_cka, mean_frame_cosine
+from recycle_distill.lab.analysis import assign_clusters, kmeans, linear_cka, mean_frame_cosine
 
 
 def test_cka_is_one_under_rotation_scale_and_shift():

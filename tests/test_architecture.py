@@ -88,9 +88,9 @@ def test_the_family_list_is_said_once():
     import ast
     import pathlib
 
-    from recycle_distill import s3prl_patch
+    from recycle_distill.s3prl import patch as s3prl_patch
     from recycle_distill.families import FAMILY_NAMES
-    from recycle_distill.models import FAMILIES
+    from recycle_distill.students import FAMILIES
     from recycle_distill.upstreams import FAMILIES as UPSTREAM_FAMILIES
 
     assert tuple(FAMILIES) == FAMILY_NAMES and UPSTREAM_FAMILIES is FAMILY_NAMES and s3prl_patch.FAMILIES is FAMILY_NAMES

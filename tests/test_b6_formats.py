@@ -116,7 +116,7 @@ def test_b6_quick_reports_every_format(tmp_path):
 def test_hubert_base_flop_split_finds_its_cnn():
     """S3PRL's HuBERT runs through ``extract_features`` (a method), so FlopCounterMode names its CNN
     ``ConvFeatureExtractionModel``; the split must still find it."""
-    from recycle_distill import profiling
+    from recycle_distill.lab import profiling
 
     teacher = profiling.build_hubert_base()
     waves = profiling.make_waveforms(1, 1.0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from recycle_distill.data.manifest import read_tsv_manifest, write_tsv_manifest
-from recycle_distill.data.scan import scan_folder
+from recycle_distill.training.data.manifest import read_tsv_manifest, write_tsv_manifest
+from recycle_distill.training.data.scan import scan_folder
 
 
 def _wav(path, seconds=0.1):

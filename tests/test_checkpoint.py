@@ -8,7 +8,13 @@ import torch
 from s3prl.optimizers import WarmupLinearSchedule
 
 from recycle_distill import build_student
-from recycle_distill.checkpoint import CheckpointError, load_student, read_compact, safe_torch_load, save_compact
+from recycle_distill.checkpoint import (
+    CheckpointError,
+    load_student,
+    read_compact,
+    safe_torch_load,
+    save_compact,
+)
 from recycle_distill.cli import main as cli_main
 
 from conftest import load_fixture, write_lightning_checkpoint, write_yaml
@@ -147,17 +153,18 @@ def test_safe_loading_is_a_leaf_the_teacher_imports_without_the_student_stack():
     """Issue 11: the teacher imported the whole student stack through recycle_distill.checkpoint."""
     from conftest import modules_loaded_by
 
-    loaded = modules_loaded_by("recycle_distill.teacher, recycle_distill.checkpoint.safe_load",
-                               ("recycle_distill.models", "recycle_distill.checkpoint.loading", "recycle_distill.builder"))
+    loaded = modules_loaded_by("recycle_distill.training.teacher, recycle_distill.checkpoint.safe_load",
+                               ("recycle_distill.students.model", "recycle_distill.students.registry",
+                                "recycle_distill.checkpoint.loading", "recycle_distill.students.build"))
     assert loaded == []
 
 
 def test_strict_load_report_is_shared_by_student_and_teacher(tmp_path):
-    """Issue 11: the missing/unexpected/shape report is one function (recycle_distill.state_dict_diff)."""
-    from recycle_distill.state_dict_diff import diff_state_dicts
-    from recycle_distill.teacher.s3prl_models import build_s3prl_model
-    from recycle_distill.teacher.fairseq_checkpoint import read_teacher_checkpoint
-    from recycle_distill.teacher.s3prl_models import TeacherCheckpointError
+    """Issue 11: the missing/unexpected/shape report is one function (recycle_distill.checkpoint.state_dict_diff)."""
+    from recycle_distill.checkpoint.state_dict_diff import diff_state_dicts
+    from recycle_distill.training.teacher.s3prl_models import build_s3prl_model
+    from recycle_distill.training.teacher.fairseq_checkpoint import read_teacher_checkpoint
+    from recycle_distill.training.teacher.s3prl_models import TeacherCheckpointError
 
     diff = diff_state_dicts({"a": torch.zeros(2), "b": torch.zeros(3, 1)}, {"b": torch.zeros(3), "c": torch.zeros(1)})
     assert diff.parts() == ["missing keys: a", "unexpected keys: c", "shape mismatches: b: checkpoint (3,) vs model (3, 1)"]
@@ -175,7 +182,7 @@ def test_compact_files_written_by_commit_2273f47_still_load(family):
     """Issue 11: state-dict keys of every format we write stay loadable. tests/data/compat_2273f47
     holds compact files written by that commit and the outputs that commit computed from them."""
     from conftest import DATA
-    from recycle_distill.expert import StudentUpstream
+    from recycle_distill.s3prl.upstream import StudentUpstream
 
     folder = DATA / "compat_2273f47"
     recorded = torch.load(folder / "outputs.pt", weights_only=True)

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 import torch
 
-from recycle_distill.modules.cif import CifWeightPredictor, continuous_integrate_and_fire
+from recycle_distill.downstreams.cif_asr.cif import CifWeightPredictor, continuous_integrate_and_fire
 
 CIF_DATA = pathlib.Path(__file__).parent / "data" / "cif"
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -15,13 +15,25 @@ from cif_asr_data import make_aishell_corpus, make_librispeech_corpus, write_tin
 from recycle_distill.cli import main as cli_main
 from recycle_distill.downstreams.cif_asr.corpus import CorpusError, scan_aishell, scan_librispeech
 from recycle_distill.downstreams.cif_asr.dataset import (
-    CifAsrDataset, UnitError, collate, load_audio, make_dataloader, prepare_split,
+    CifAsrDataset,
+    UnitError,
+    collate,
+    load_audio,
+    make_dataloader,
+    prepare_split,
 )
 from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCache, FeatureCacheError, build_cache
 from recycle_distill.downstreams.cif_asr.lm_teacher import LanguageModelTeacher, TeacherError
 from recycle_distill.downstreams.cif_asr.sampler import LengthBucketBatchSampler
 from recycle_distill.downstreams.cif_asr.text import (
-    BOS, EOS, PAD, SPECIALS, UNK, UnitVocabulary, tokenizer_fingerprint, transcript_units,
+    BOS,
+    EOS,
+    PAD,
+    SPECIALS,
+    UNK,
+    UnitVocabulary,
+    tokenizer_fingerprint,
+    transcript_units,
 )
 
 EN_TOKENS = ["the", "cat", "##s", "sat", "on", "mat", "dog", "ran", "red"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from recycle_distill.compat import compat_needed
+from recycle_distill.s3prl.compat import compat_needed
 
 from cif_asr_data import make_aishell_corpus, make_librispeech_corpus, write_tiny_bert
 from superb_data import make_s3prl_checkout, run_checked, tiny_checkpoint
@@ -100,13 +100,13 @@ def _check_log(expdir: Path, acd: float, lrd: float) -> None:
 
 
 def _launcher(*args: str) -> list:
-    return [sys.executable, "-m", "recycle_distill.superb", *args]
+    return [sys.executable, "-m", "recycle_distill", "superb", *args]
 
 
 def test_english_four_configurations_on_armhubert(data):
     ckpt, config = data["arm"]
     cache = data["root"] / "lm_cache_en"
-    prepared = _run([sys.executable, "-m", "recycle_distill.cli", "cif-prepare", "--corpus", "librispeech",
+    prepared = _run([sys.executable, "-m", "recycle_distill", "cif-prepare", "--corpus", "librispeech",
                      "--root", str(data["english"]), "--splits", "train-clean-100", "dev-clean", "test-clean",
                      "--lm", str(data["bert_en"]), "--cache", str(cache)], REPO)
     assert (cache / "index.json").is_file(), prepared
@@ -145,7 +145,7 @@ def test_mandarin_plain_and_hieradist_on_maskhubert(data, tmp_path):
         _run([sys.executable, str(REPO / "patch_hub.py"), str(checkout)], REPO)
         assert (checkout / "s3prl" / "downstream" / "cif_asr" / "expert.py").is_file()
         out = _run([sys.executable, "run_downstream.py", "-m", "train", "-d", "cif_asr", "-c",
-                    str(REPO / "recycle_distill" / "downstream_configs" / "cif_asr.yaml"), *upstream,
+                    str(REPO / "recycle_distill" / "s3prl" / "downstream_configs" / "cif_asr.yaml"), *upstream,
                     "-p", str(expdir), "-o", overrides, "--device", "cpu"],
                    checkout / "s3prl", PYTHONPATH=str(checkout))
         (expdir / "superb.log").write_text(out)

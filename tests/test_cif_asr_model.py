@@ -10,7 +10,11 @@ import torch
 
 from recycle_distill.downstreams.cif_asr.beam_search import beam_search
 from recycle_distill.downstreams.cif_asr.config import (
-    CifAsrConfig, CifConfigError, DecodeConfig, LossConfig, ModelConfig,
+    CifAsrConfig,
+    CifConfigError,
+    DecodeConfig,
+    LossConfig,
+    ModelConfig,
 )
 from recycle_distill.downstreams.cif_asr.decoder import CifDecoder
 from recycle_distill.downstreams.cif_asr.metrics import character_error_rate, error_rate, word_error_rate
@@ -181,7 +185,7 @@ def test_loss_is_ce_plus_quantity_plus_ctc_over_tokens():
     model = small_model(rate=320, loss=LossConfig(), lm_dim=None).eval()
     features, lengths, targets, target_lengths, _ = batch(lengths=(60, 44), token_lengths=(4, 3))
     out = model(features, lengths, targets, target_lengths)
-    from recycle_distill.modules.cif import continuous_integrate_and_fire
+    from recycle_distill.downstreams.cif_asr.cif import continuous_integrate_and_fire
 
     with torch.no_grad():
         hidden, enc_lengths = model.encoder(features, lengths)

@@ -88,7 +88,7 @@ def test_debug_is_not_passed_through_to_wrapped_programs(tmp_path, capsys):
 
 
 def test_unexpected_errors_name_their_type_and_point_to_debug(capsys, monkeypatch):
-    import recycle_distill.commands.convert as convert
+    import recycle_distill.cli.convert as convert
 
     def broken(args):
         raise TypeError("an internal mistake")

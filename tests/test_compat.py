@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from recycle_distill import compat
+from recycle_distill.s3prl import compat
 
 pytestmark = pytest.mark.s3prl
 
@@ -18,7 +18,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 
 def test_importing_the_library_patches_nothing():
     result = _python(
-        "import sys, recycle_distill, recycle_distill.models, recycle_distill.checkpoint\n"
+        "import sys, recycle_distill, recycle_distill.students, recycle_distill.checkpoint\n"
         "assert 'torchaudio' not in sys.modules, 'library import pulled in torchaudio'\n"
         "assert 's3prl' not in sys.modules, 'library import pulled in s3prl'\n"
     )
@@ -28,7 +28,7 @@ def test_importing_the_library_patches_nothing():
 def test_apply_compat_makes_s3prl_hub_and_featurizer_importable(tmp_path):
     wav = tmp_path / "a.wav"
     result = _python(
-        "import numpy, soundfile, recycle_distill.compat as c\n"
+        "import numpy, soundfile, recycle_distill.s3prl.compat as c\n"
         "applied = c.apply_compat()\n"
         "import s3prl.hub, torchaudio\n"
         "from s3prl.upstream.interfaces import Featurizer\n"
@@ -45,7 +45,7 @@ def test_apply_compat_makes_s3prl_hub_and_featurizer_importable(tmp_path):
 
 
 def test_environment_variable_switches_it_off():
-    result = _python("import recycle_distill.compat as c; print(c.compat_needed(), c.apply_compat())",
+    result = _python("import recycle_distill.s3prl.compat as c; print(c.compat_needed(), c.apply_compat())",
                      RECYCLE_DISTILL_NO_COMPAT="1")
     assert result.returncode == 0 and result.stdout.split() == ["False", "[]"]
 

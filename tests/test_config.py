@@ -5,8 +5,8 @@ import logging
 import pytest
 
 from recycle_distill import ConfigError, StudentConfig, build_student
-from recycle_distill.builder import infer_family, resolve_config
-from recycle_distill.literal import parse_literal
+from recycle_distill.students.build import infer_family, resolve_config
+from recycle_distill.util.literal import parse_literal
 
 from conftest import CONF
 
@@ -116,7 +116,7 @@ def test_inert_reference_keys_round_trip_but_are_not_typed_fields():
     """Issue 11: the reference YAML's inert keys are kept for round trips, outside the typed fields."""
     import dataclasses
 
-    from recycle_distill.config import INERT_DEFAULTS
+    from recycle_distill.students.config import INERT_DEFAULTS
 
     names = {f.name for f in dataclasses.fields(StudentConfig)}
     assert not names & set(INERT_DEFAULTS) and "inert" in names
@@ -131,10 +131,10 @@ def test_inert_reference_keys_round_trip_but_are_not_typed_fields():
 
 
 def test_one_coercion_rule_for_both_configs():
-    """Issue 11: the student and trainer configs share recycle_distill.coerce (YAML 1.1 reads
+    """Issue 11: the student and trainer configs share recycle_distill.util.coerce (YAML 1.1 reads
     '5e-3' without a dot as a string; both take it as a float now)."""
-    from recycle_distill.coerce import TypeMismatch, coerce
-    from recycle_distill.train.config import load_train_config
+    from recycle_distill.util.coerce import TypeMismatch, coerce
+    from recycle_distill.training.config import load_train_config
 
     assert StudentConfig.from_dict({**_tiny(), "dropout": "5e-3"}).dropout == 0.005
     config = load_train_config("maskhubert-960", ["teacher.teacher_model=t.pt", "data.audio_dir=/a",

@@ -14,7 +14,7 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader
 
-from recycle_distill.data import (
+from recycle_distill.training.data import (
     AudioBatch,
     AudioDataset,
     AudioEntry,
@@ -30,8 +30,8 @@ from recycle_distill.data import (
     padding_mask,
     write_tsv_manifest,
 )
-from recycle_distill.data import scan as scan_module
-from recycle_distill.data.synth import make_len_for_bucket, make_tiny_librispeech
+from recycle_distill.training.data import scan as scan_module
+from recycle_distill.training.data.synth import make_len_for_bucket, make_tiny_librispeech
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 
@@ -248,7 +248,7 @@ def test_skips_bad_files_once(dirty_entries, caplog):
     dataset = AudioDataset(entries)
     loader = DataLoader(dataset, batch_size=2, collate_fn=collate_audio)
     seen = []
-    with caplog.at_level(logging.WARNING, logger="recycle_distill.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="recycle_distill.training.data.dataset"):
         for _ in range(2):  # a second epoch must not warn again
             for batch in loader:
                 seen.extend(batch.indices.tolist())

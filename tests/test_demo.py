@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from recycle_distill.data.synth import espeak_available
-from recycle_distill.demo.keywords import KEYWORDS, make_keyword_set
-from recycle_distill.demo.probe import ProbeScores, paired_difference, probe_accuracies
-from recycle_distill.demo.transfer import _align
+from recycle_distill.training.data.synth import espeak_available
+from recycle_distill.lab.demo.keywords import KEYWORDS, make_keyword_set
+from recycle_distill.lab.demo.probe import ProbeScores, paired_difference, probe_accuracies
+from recycle_distill.lab.demo.transfer import _align
 
 STAGES = ("corpus", "teacher", "distil", "load", "transfer", "downstream", "report")
 
@@ -34,7 +34,7 @@ def _table_rows(report: str, header: str) -> list[list[str]]:
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo_out"
     result = subprocess.run(
-        [sys.executable, "-m", "recycle_distill.cli", "demo", "--out", str(out), "--steps", "40", "--teacher-steps",
+        [sys.executable, "-m", "recycle_distill", "demo", "--out", str(out), "--steps", "40", "--teacher-steps",
          "8", "--probe-steps", "60", "--speakers", "3"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "2"},
     )
@@ -71,7 +71,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_failing_stage_is_named(tmp_path, monkeypatch):
-    from recycle_distill.demo import pipeline
+    from recycle_distill.lab.demo import pipeline
 
     def broken(*args):
         raise OSError("disk full")
@@ -89,7 +89,7 @@ def test_failing_stage_is_named(tmp_path, monkeypatch):
     ("teacher_steps", -1, "demo: --teacher-steps must be 0 or more, got -1"),
 ])
 def test_cli_rejects_bad_counts_in_one_line(flag, value, message, capsys, tmp_path):
-    from recycle_distill.commands import demo
+    from recycle_distill.cli import demo
 
     args = dict(out=tmp_path, steps=10, teacher_steps=0, family="armhubert", probe_steps=10, speakers=2, seed=0)
     args[flag] = value
@@ -141,8 +141,8 @@ def test_align_averages_teacher_frames_for_a_time_reduced_student():
 
 
 def test_mfcc_units_sit_on_the_teacher_frame_grid():
-    from recycle_distill.demo.pretrain import mfcc_frames
-    from recycle_distill.modules.masks import conv_output_lengths
+    from recycle_distill.lab.demo.pretrain import mfcc_frames
+    from recycle_distill.students.blocks.masks import conv_output_lengths
 
     teacher_cnn = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # (kernel, stride) of HuBERT's CNN
     for samples in (400, 16000, 23999):
@@ -151,7 +151,7 @@ def test_mfcc_units_sit_on_the_teacher_frame_grid():
 
 
 def test_pretraining_crops_keep_waves_and_units_aligned():
-    from recycle_distill.demo.pretrain import _batch
+    from recycle_distill.lab.demo.pretrain import _batch
 
     # Each sample holds its own index and each frame's unit is the frame index, so a crop that
     # starts at sample 320 k must carry units k, k + 1, ...
@@ -169,9 +169,9 @@ def test_pretraining_crops_keep_waves_and_units_aligned():
 
 def _fake_result(distilled_cka):
     """A DemoResult with hand-set numbers: only the report's own logic is under test."""
-    from recycle_distill.demo.keywords import KeywordSet
-    from recycle_distill.demo.pipeline import DemoResult
-    from recycle_distill.demo.transfer import TransferScores
+    from recycle_distill.lab.demo.keywords import KeywordSet
+    from recycle_distill.lab.demo.pipeline import DemoResult
+    from recycle_distill.lab.demo.transfer import TransferScores
 
     result = DemoResult(corpus_source="espeak-ng", corpus_seconds=10.0, teacher_path="t.pt", init_path="i.safetensors",
                         export_path="s.safetensors", losses=[2.0, 1.0], valid=[(0, 1.0), (1, 1.5)],
@@ -196,8 +196,8 @@ def _fake_result(distilled_cka):
 
 @pytest.mark.parametrize("distilled_cka, verdict", [([0.7, 0.8], "yes"), ([0.7, 0.25], "NO")])
 def test_report_tables_and_verdicts(tmp_path, distilled_cka, verdict):
-    from recycle_distill.demo.pipeline import DemoOptions
-    from recycle_distill.demo.report import write_report
+    from recycle_distill.lab.demo.pipeline import DemoOptions
+    from recycle_distill.lab.demo.report import write_report
 
     write_report(tmp_path, DemoOptions(teacher_steps=0), _fake_result(distilled_cka))
     report = (tmp_path / "report.md").read_text()
@@ -219,9 +219,9 @@ def test_report_tables_and_verdicts(tmp_path, distilled_cka, verdict):
 def test_teacher_pretraining_is_reproducible_and_loads_back(tmp_path):
     import soundfile
 
-    from recycle_distill.demo.pretrain import pretrain_teacher
-    from recycle_distill.teacher import load_teacher
-    from recycle_distill.teacher.random_teacher import save_random_hubert
+    from recycle_distill.lab.demo.pretrain import pretrain_teacher
+    from recycle_distill.training.teacher import load_teacher
+    from recycle_distill.training.teacher.random_teacher import save_random_hubert
 
     generator = torch.Generator().manual_seed(0)
     waves = []

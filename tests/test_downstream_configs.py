@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recycle_distill import s3prl_patch as ph  # the library behind patch_hub.py
+from recycle_distill.s3prl import patch as ph  # the library behind patch_hub.py
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
-PACKAGE_DIR = REPO / "recycle_distill" / "downstream_configs"
+PACKAGE_DIR = REPO / "recycle_distill" / "s3prl" / "downstream_configs"
 TOP_LEVEL = REPO / "downstream_configs"
 # The S3PRL originals sit beside the repository (../shared/facts/...) where they are available.
 SHARED_ORIGINALS = REPO.parent / "shared" / "facts" / "s3prl-0.4.18-downstream-configs"

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from recycle_distill import build_student
-from recycle_distill.modules.attention import reference_pairing
-from recycle_distill.modules.masks import pad_waveforms
+from recycle_distill.students.blocks.attention import reference_pairing
+from recycle_distill.students.blocks.masks import pad_waveforms
 
 from conftest import FIXTURES, fixture_family, load_fixture
 

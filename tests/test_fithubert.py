@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from recycle_distill import build_student
-from recycle_distill.modules.heads import TimeUpsampler
-from recycle_distill.train.state import export_student
+from recycle_distill.students.blocks.heads import TimeUpsampler
+from recycle_distill.training.state import export_student
 
 from conftest import KEYS
 from train_helpers import tiny_distiller

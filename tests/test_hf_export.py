@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from recycle_distill import build_student
 from recycle_distill.checkpoint import CheckpointError, load_student
 from recycle_distill.cli import main as cli_main
-from recycle_distill.hf import HEADS_FILE, apply_projection_heads, export_hf, read_card_metadata
-from recycle_distill.hf import model_card as card_module
-from recycle_distill.hf.remote_code import render, template_text
+from recycle_distill.hf_export import HEADS_FILE, apply_projection_heads, export_hf, read_card_metadata
+from recycle_distill.hf_export import model_card as card_module
+from recycle_distill.hf_export.remote_code import render, template_text
 
 from conftest import load_fixture, write_lightning_checkpoint, write_yaml
 
@@ -146,7 +146,7 @@ def test_generated_files_are_the_template_renamed(tmp_path, family):
     prefix = {"armhubert": "ARMHuBERT", "fithubert": "FitHuBERT"}[family]
     for name, source in files.items():
         assert (tmp_path / name).read_text() == source
-        assert "StudentHF" not in source and "recycle_distill" not in source.replace("recycle_distill/hf", "")
+        assert "StudentHF" not in source and "recycle_distill" not in source.replace("recycle_distill/hf_export", "")
     template = template_text()
     config_part, model_part = template[template.index("from __future__"):].split("# ==== modeling ====\n")
     assert config_part.replace("StudentHF", prefix).replace('"student-hf"', f'"{family}"') in files[f"configuration_{family}.py"]

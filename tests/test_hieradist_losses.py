@@ -10,7 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recycle_distill.losses.hieradist import acoustic_contrastive_loss, linguistic_regression_loss, num_acd_negatives
+from recycle_distill.downstreams.cif_asr.hieradist import (
+    acoustic_contrastive_loss,
+    linguistic_regression_loss,
+    num_acd_negatives,
+)
 
 CIF_DATA = pathlib.Path(__file__).parent / "data" / "cif"
 FIXTURES = sorted(CIF_DATA.glob("hieradist_*.pt"))
@@ -66,7 +70,7 @@ def test_acd_sampling_draws_distinct_indices():
     student, teacher = torch.randn(30, 8), torch.randn(30, 8)
     loss, accuracy = acoustic_contrastive_loss(student, teacher, generator=gen)
     assert torch.isfinite(loss) and 0.0 <= accuracy <= 1.0
-    from recycle_distill.losses.hieradist import _sample_negatives
+    from recycle_distill.downstreams.cif_asr.hieradist import _sample_negatives
     drawn = _sample_negatives(30, 24, torch.device("cpu"), torch.Generator().manual_seed(1))
     assert drawn.shape == (30, 24)
     assert all(len(set(row.tolist())) == 24 for row in drawn)
@@ -136,7 +140,7 @@ def test_num_negatives_is_passed_through():
 
 
 def test_sampling_follows_the_generator_only():
-    from recycle_distill.losses.hieradist import _sample_negatives
+    from recycle_distill.downstreams.cif_asr.hieradist import _sample_negatives
 
     draws = []
     for global_seed in (1, 2):

@@ -17,10 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from recycle_distill.checkpoint import CheckpointError, load_student, read_compact, safe_torch_load, save_compact
-from recycle_distill.config import ConfigError, StudentConfig, load_config_dict
-from recycle_distill.literal import MAX_ITEMS, parse_literal
-from recycle_distill.train.config import load_train_config
+from recycle_distill.checkpoint import (
+    CheckpointError,
+    load_student,
+    read_compact,
+    safe_torch_load,
+    save_compact,
+)
+from recycle_distill.students.config import ConfigError, StudentConfig, load_config_dict
+from recycle_distill.util.literal import MAX_ITEMS, parse_literal
+from recycle_distill.training.config import load_train_config
 
 from conftest import load_fixture
 
@@ -288,13 +294,13 @@ def s3prl_tree(tmp_path):
 
 
 def _run_patch_hub(*args) -> int:
-    from recycle_distill.commands.patch_hub import main
+    from recycle_distill.cli.patch_hub import main
 
     return main([str(arg) for arg in args])
 
 
 def _write_manifest(root: Path, manifest: dict) -> None:
-    from recycle_distill.s3prl_patch import MANIFEST_NAME
+    from recycle_distill.s3prl.patch import MANIFEST_NAME
 
     (root / "s3prl" / MANIFEST_NAME).write_text(json.dumps(manifest))
 
@@ -329,7 +335,7 @@ def test_a_manifest_entry_through_a_symlink_is_refused(s3prl_tree, capsys):
     victim = s3prl_tree.parent / "victim"
     (victim / "hubconf.py").write_text("x = 1\n")
     (s3prl_tree / "s3prl" / "upstream" / "armhubert").symlink_to(victim)
-    from recycle_distill.s3prl_patch import tree_hashes
+    from recycle_distill.s3prl.patch import tree_hashes
 
     _write_manifest(s3prl_tree, {"copied": {"upstream/armhubert": tree_hashes(victim)}})
     assert _run_patch_hub("--revert", s3prl_tree) == 1
@@ -341,7 +347,7 @@ def test_a_manifest_entry_through_a_symlink_is_refused(s3prl_tree, capsys):
                                      "{\"copied\": {\"upstream/armhubert\": {\"a\": 1}}}", "[" * 100_000,
                                      "{\"patched\": [\"/etc/passwd\", \"../x\", 3]}"])
 def test_malformed_manifests_are_reported_and_ignored(s3prl_tree, capsys, content):
-    from recycle_distill.s3prl_patch import MANIFEST_NAME
+    from recycle_distill.s3prl.patch import MANIFEST_NAME
 
     before = sorted(p.as_posix() for p in s3prl_tree.rglob("*"))
     (s3prl_tree / "s3prl" / MANIFEST_NAME).write_text(content)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from recycle_distill import build_student
-from recycle_distill.analysis.precision_error import layer_errors, worst_layer
+from recycle_distill.lab.analysis.precision_error import layer_errors, worst_layer
 from recycle_distill.inference import FAST_BLOCKS, optimize_for_inference, plain_blocks, torch_int8_available
-from recycle_distill.modules.masks import pad_waveforms
+from recycle_distill.students.blocks.masks import pad_waveforms
 
 from conftest import modules_loaded_by, shrink_fast_paths
 from tiny_students import TINY_FAMILIES as FAMILIES
@@ -104,9 +104,10 @@ def test_plain_attention_does_not_stop_torch_dynamic_quantization():
 
 def test_the_teacher_imports_the_cnn_runner_without_any_student_module():
     """Only the shared length/mask helpers (modules.masks) are common to both."""
-    loaded = modules_loaded_by("recycle_distill.teacher.teacher", (
-        "recycle_distill.modules.", "recycle_distill.models", "recycle_distill.inference."))
-    assert [m for m in loaded if m != "recycle_distill.modules.masks"] == ["recycle_distill.inference.conv_runner",
+    loaded = modules_loaded_by("recycle_distill.training.teacher.teacher", (
+        "recycle_distill.students.blocks.", "recycle_distill.students", "recycle_distill.inference."))
+    shared = ("recycle_distill.students", "recycle_distill.students.blocks", "recycle_distill.students.blocks.masks")
+    assert [m for m in loaded if m not in shared] == ["recycle_distill.inference.conv_runner",
                                                                            "recycle_distill.inference.derived"]
 
 

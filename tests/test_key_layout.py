@@ -1,4 +1,4 @@
-"""The released key layout as data (``recycle_distill/models/key_layout.py``; ``docs/students.md``,
+"""The released key layout as data (``recycle_distill/students/key_layout.py``; ``docs/students.md``,
 section 2, "Key layout"): state dicts keep the released keys, modules carry no placeholders."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import recycle_distill as rd
-from recycle_distill.models.key_layout import KEY_TABLE, to_module_key, to_released_key
+from recycle_distill.students.key_layout import KEY_TABLE, to_module_key, to_released_key
 
 from conftest import KEYS
 

@@ -10,8 +10,13 @@ import re
 import pytest
 import torch
 
-from recycle_distill.losses import fithubert_hint_loss, masking_distillation_loss, star_loss, validation_loss
-from recycle_distill.losses.common import cut_frames, cut_mask, loss_dtype
+from recycle_distill.training.losses import (
+    fithubert_hint_loss,
+    masking_distillation_loss,
+    star_loss,
+    validation_loss,
+)
+from recycle_distill.training.losses.common import cut_frames, cut_mask, loss_dtype
 
 
 def _layers(seed: int, count: int = 3, shape=(2, 6, 4), dtype=torch.float32) -> list[torch.Tensor]:
@@ -96,9 +101,9 @@ def _err(call, message: str) -> None:
 
 
 def test_every_shape_error_names_the_argument_and_shapes():
-    from recycle_distill.losses import hint_loss
-    from recycle_distill.losses.hints import layer_mse
-    from recycle_distill.losses.star import gram_distance, temporal_gram
+    from recycle_distill.training.losses import hint_loss
+    from recycle_distill.training.losses.hints import layer_mse
+    from recycle_distill.training.losses.star import gram_distance, temporal_gram
 
     s, t = _layers(0), _layers(1)
     _err(lambda: masking_distillation_loss([], [], [], _mask(), []), "student_layers is empty")

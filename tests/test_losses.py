@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import recycle_distill
-from recycle_distill.models.key_layout import to_released_key
-from recycle_distill.losses import (
+from recycle_distill.students.key_layout import to_released_key
+from recycle_distill.training.losses import (
     MASKING_TERMS,
     STAR_NORMALIZATIONS,
     fithubert_hint_loss,

@@ -1,7 +1,7 @@
 """The training objectives in-process: what each one feeds its loss, against recorded or explicit values.
 
 The loss functions alone are pinned in ``test_losses.py``; these tests pin the glue in
-``recycle_distill/train/objectives.py``: which teacher run goes where, which frames count,
+``recycle_distill/training/objectives.py``: which teacher run goes where, which frames count,
 which layers are hints, how heavy each term is, and what STaR's intra-layer term receives.
 The masking step is the original trainer's recorded one (``tests/data/loss``), whose teacher
 is the tiny fairseq checkpoint in ``tests/data/teacher`` (same sha256 as the fixtures' meta).
@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import recycle_distill
-from recycle_distill.data.collate import AudioBatch
-from recycle_distill.teacher import load_teacher
-from recycle_distill.train import load_train_config
-from recycle_distill.train.objectives import build_objective, sample_hint_layers
-from recycle_distill.teacher.upstream_teacher import teacher_layer_mapping
+from recycle_distill.training.data.collate import AudioBatch
+from recycle_distill.training.teacher import load_teacher
+from recycle_distill.training import load_train_config
+from recycle_distill.training.objectives import build_objective, sample_hint_layers
+from recycle_distill.training.teacher.upstream_teacher import teacher_layer_mapping
 
 from train_helpers import TEACHER, tiny_distiller
 
@@ -239,7 +239,7 @@ def test_star_objective_feeds_each_layers_own_input_and_the_padding(monkeypatch)
         captured.update(kwargs, student_layers=student_layers, teacher_layers=teacher_layers)
         return student_layers[0].sum() * 0, {}
 
-    monkeypatch.setattr("recycle_distill.train.objectives.star_loss", recording_loss)
+    monkeypatch.setattr("recycle_distill.training.objectives.star_loss", recording_loss)
     t_inputs, t_hooks = _layer_inputs(teacher().model.encoder.layers, transpose=True)
     s_inputs, s_hooks = _layer_inputs(student.encoder.layers, transpose=False)
     try:
@@ -267,7 +267,7 @@ def test_star_objective_feeds_each_layers_own_input_and_the_padding(monkeypatch)
 
 def test_star_loss_of_a_padded_batch_is_the_mean_of_its_utterances():
     """Padding honoured: batch loss = mean of each utterance's loss on its valid frames alone (reduction mean)."""
-    from recycle_distill.losses import star_loss
+    from recycle_distill.training.losses import star_loss
 
     student, objective = _star_setup()
     batch = padded_batch(seed=3, short=11000)
@@ -319,7 +319,7 @@ def test_star_noise_in_the_padded_samples_leaves_the_loss_unchanged(monkeypatch)
 # ------------------------------------------------------------------ the masking objective's masks
 def test_masks_use_the_configured_span_rule_and_one_stream_per_utterance(monkeypatch):
     """What reaches the teacher's span masking: config.teacher's rule, each row alone, its own seed."""
-    from recycle_distill.train.objectives import utterance_seed
+    from recycle_distill.training.objectives import utterance_seed
 
     config = load_train_config({
         "family": "maskhubert", "data": {"libri_root": "/nonexistent"}, "train": {"distil_random_layer": 3, "seed": 5},
@@ -422,7 +422,7 @@ def test_configured_weights_and_padding_reach_the_fithubert_loss():
 
 
 def test_student_frames_follow_crop_and_a_ddp_wrapper():
-    from recycle_distill.train.objectives import _student_frames
+    from recycle_distill.training.objectives import _student_frames
 
     model = recycle_distill.build_student(tiny_distiller("maskhubert", crop_seq_to_multiple=2), family="maskhubert")
     batch = AudioBatch(torch.zeros(1, 16000), torch.tensor([16000]), torch.tensor([0]))
@@ -440,7 +440,7 @@ def test_objectives_start_without_hint_layers_and_seeds_are_stable():
     """Hint layers exist only once an epoch is set; the per-utterance mask seed is SHA-256 based (resume-stable)."""
     import hashlib
 
-    from recycle_distill.train.objectives import utterance_seed
+    from recycle_distill.training.objectives import utterance_seed
 
     objective = build_objective(train_config("maskhubert", load("loss_tiny_maskhubert")["config"]), [0, 1, 2, 3])
     assert objective.hint_layers == []
@@ -450,7 +450,7 @@ def test_objectives_start_without_hint_layers_and_seeds_are_stable():
 
 # ------------------------------------------------------------------ wiring (mutation testing)
 def test_build_objective_knows_layer_hints():
-    from recycle_distill.train.layer_hints import LayerHintsObjective
+    from recycle_distill.training.layer_hints import LayerHintsObjective
 
     config = train_config("maskhubert", tiny_distiller("maskhubert"), objective="layer_hints")
     assert isinstance(build_objective(config, [0, 1, 2, 3]), LayerHintsObjective)
@@ -459,7 +459,7 @@ def test_build_objective_knows_layer_hints():
 def test_upstream_teacher_first_input_is_its_state_0():
     from types import SimpleNamespace
 
-    from recycle_distill.train.objectives import _teacher_with_encoder_input
+    from recycle_distill.training.objectives import _teacher_with_encoder_input
 
     states = [torch.full((1, 2, 3), float(i)) for i in range(3)]
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from recycle_distill import build_student
-from recycle_distill.analysis.precision_error import relative_l2_error
-from recycle_distill.modules.masks import pad_waveforms
+from recycle_distill.lab.analysis.precision_error import relative_l2_error
+from recycle_distill.students.blocks.masks import pad_waveforms
 
 from conftest import write_lightning_checkpoint, write_yaml
 from tiny_students import tiny_student
@@ -48,7 +48,7 @@ INT8_REL_L2 = 0.025
 @pytest.fixture(scope="module")
 def speech() -> dict[float, torch.Tensor]:
     """16 kHz utterances of 1 s, 3.7 s and 6 s: espeak-ng speech (repeated to length) where installed."""
-    from recycle_distill.data.synth import espeak_available, speak, warn_no_espeak
+    from recycle_distill.training.data.synth import espeak_available, speak, warn_no_espeak
 
     use_espeak = espeak_available()
     if not use_espeak:
@@ -188,7 +188,7 @@ def _hubconf(family):
 
 def _upstreams(tmp_path, family, exported):
     """(StudentUpstream (plain fp32), the <family>_onnx entry's upstream) over the same weights."""
-    from recycle_distill.expert import StudentUpstream
+    from recycle_distill.s3prl.upstream import StudentUpstream
 
     model, path = exported[family]
     ckpt = write_lightning_checkpoint(tmp_path / f"{family}.ckpt", model.state_dict())
@@ -290,7 +290,7 @@ def test_a_file_without_our_metadata_is_refused(exported, tmp_path):
 
 
 def test_bad_waveforms_get_the_upstream_errors(exported):
-    from recycle_distill.inputs import WaveformError
+    from recycle_distill.students.waveforms import WaveformError
 
     upstream = OnnxStudentUpstream(exported["maskhubert"][1])
     with pytest.raises(WaveformError, match="waveform 0: 100 samples is shorter than the CNN's receptive field"):

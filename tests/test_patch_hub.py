@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recycle_distill import s3prl_patch as ph  # the library behind patch_hub.py
-from recycle_distill.commands.patch_hub import main as patch_hub_main
+from recycle_distill.s3prl import patch as ph  # the library behind patch_hub.py
+from recycle_distill.cli.patch_hub import main as patch_hub_main
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "s3prl_tree"
@@ -598,7 +598,7 @@ def test_concurrent_patch_and_revert_never_lose_an_original(root):
 
 
 def test_an_unwritable_folder_is_refused_before_anything_is_written(root, capsys, monkeypatch):
-    from recycle_distill.s3prl_patch import runs
+    from recycle_distill.s3prl.patch import runs
 
     blocked = (root / "s3prl" / "downstream" / "asr").resolve()
     real_access = os.access
@@ -656,9 +656,9 @@ def test_data_folders_are_found_in_a_non_editable_install(tmp_path):
     shutil.copytree(REPO / "upstreams", site / "recycle_distill" / "upstreams",
                     ignore=shutil.ignore_patterns("__pycache__"))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from recycle_distill import s3prl_patch as p; print(p.default_upstreams_dir()); print(p.default_configs_dir())")
+            "from recycle_distill.s3prl import patch as p; print(p.default_upstreams_dir()); print(p.default_configs_dir())")
     done = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [str(site / "recycle_distill" / "upstreams"),
-                                        str(site / "recycle_distill" / "downstream_configs")]
+                                        str(site / "recycle_distill" / "s3prl" / "downstream_configs")]

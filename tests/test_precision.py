@@ -2,7 +2,7 @@
 dicts untouched by ``optimize_for_inference``, the fast fp32 path equal to the plain one,
 and the errors an unsupported precision gives.
 
-Errors are measured with :mod:`recycle_distill.analysis.precision_error` (checked against
+Errors are measured with :mod:`recycle_distill.lab.analysis.precision_error` (checked against
 hand-computed values below) over the valid frames of a padded batch of three utterances.
 """
 
@@ -13,11 +13,16 @@ import pathlib
 import pytest
 import torch
 
-from recycle_distill.analysis.precision_error import layer_errors, relative_l2_error, valid_frames, worst_layer
-from recycle_distill.data.synth import espeak_available, speak
-from recycle_distill.expert import StudentUpstream
+from recycle_distill.lab.analysis.precision_error import (
+    layer_errors,
+    relative_l2_error,
+    valid_frames,
+    worst_layer,
+)
+from recycle_distill.training.data.synth import espeak_available, speak
+from recycle_distill.s3prl.upstream import StudentUpstream
 from recycle_distill.inference import optimize_for_inference, parse_precision, torch_int8_available
-from recycle_distill.modules.masks import pad_waveforms
+from recycle_distill.students.blocks.masks import pad_waveforms
 
 from conftest import write_lightning_checkpoint, write_yaml
 from tiny_students import TINY_FAMILIES, tiny_config, tiny_student

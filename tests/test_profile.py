@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from recycle_distill import build_student, profiling
+from recycle_distill import build_student
+from recycle_distill.lab import profiling
 from recycle_distill.cli import main as cli_main
 
 from conftest import load_fixture
@@ -231,7 +232,7 @@ def test_cli_profiles_int8_plain_blocks(tiny_arm_files, capsys, monkeypatch):
 
 
 def test_profile_says_the_teacher_stays_fp32_under_int8():
-    from recycle_distill.commands.profile import precision_line
+    from recycle_distill.cli.profile import precision_line
 
     assert precision_line("int8", False, "fp32") == (
         "dtype: int8; student: int8, fast blocks (optimize_for_inference); teacher: fp32 (int8 applies to our "

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from recycle_distill.checkpoint import CheckpointError
-from recycle_distill.train import list_recipes, load_train_config
+from recycle_distill.training import list_recipes, load_train_config
 
 from conftest import load_fixture, write_lightning_checkpoint
 
@@ -19,7 +19,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def recipe_rows() -> dict[str, dict[str, str]]:
     """The README's recipes table: recipe -> {column: cell}."""
     text = README.read_text()
-    table = text[text.index("### Recipes (`recycle_distill/recipes/`)"):].split("\n\n")[1]
+    table = text[text.index("### Recipes (`recycle_distill/training/recipes/`)"):].split("\n\n")[1]
     lines = [line for line in table.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows = {}
@@ -84,7 +84,7 @@ def test_a_checkpoint_without_config_matching_no_preset_is_refused(tmp_path):
 @pytest.mark.parametrize("family, release", [("armhubert", "armhubert_960h"), ("maskhubert", "maskhubert_960h")])
 def test_bare_entry_without_checkpoint_fetches_the_960h_release(family, release, monkeypatch):
     fetched = []
-    monkeypatch.setattr("recycle_distill.hub_entries.load_released",
+    monkeypatch.setattr("recycle_distill.s3prl.hub_entries.load_released",
                         lambda name, *args, **kwargs: fetched.append(name) or "upstream")
     assert getattr(_hubconf(family), family)() == "upstream"
     assert fetched == [release]
@@ -92,6 +92,6 @@ def test_bare_entry_without_checkpoint_fetches_the_960h_release(family, release,
 
 @pytest.mark.parametrize("family", ["starhubert", "fithubert"])
 def test_entries_without_a_release_say_what_to_pass(family, monkeypatch):
-    monkeypatch.setattr("recycle_distill.hub_entries.load_released", lambda *a, **k: pytest.fail("nothing to fetch"))
+    monkeypatch.setattr("recycle_distill.s3prl.hub_entries.load_released", lambda *a, **k: pytest.fail("nothing to fetch"))
     with pytest.raises(ValueError, match=rf"^{family}: no checkpoint given \(-k / ckpt=\) and none is published"):
         getattr(_hubconf(family), family)()

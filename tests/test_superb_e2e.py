@@ -5,7 +5,7 @@ Two routes:
 1. a patched S3PRL checkout (the installed package copied to ``<root>/s3prl`` + git's configs,
    ``python patch_hub.py <root>``, then ``python run_downstream.py`` in ``<root>/s3prl``) — the
    default stack only: on torchaudio >= 2.9 S3PRL's own script cannot import;
-2. our launcher (``python -m recycle_distill.superb`` / ``recycle-distill superb``) on the
+2. our launcher (``python -m recycle_distill superb`` / ``recycle-distill superb``) on the
    pip-installed s3prl — marked ``s3prl`` so CI also runs it on the compat stack.
 
 Matrix: checkout SID/armhubert (+ launcher evaluate from the checkout), checkout ASR/maskhubert;
@@ -23,9 +23,9 @@ import pytest
 import torch
 import yaml
 
-from recycle_distill.compat import compat_needed
-from recycle_distill.superb.launcher import HEADER
-from recycle_distill.superb.logs import read_s3prl_results
+from recycle_distill.s3prl.compat import compat_needed
+from recycle_distill.s3prl.superb.launcher import HEADER
+from recycle_distill.s3prl.superb.logs import read_s3prl_results
 
 from conftest import load_fixture
 from superb_data import (
@@ -107,7 +107,7 @@ def test_checkout_route_sid_armhubert_then_launcher_evaluate(checkout, data, tmp
 
     # The launcher works with the checkout too (s3prl from PYTHONPATH, hub.py already patched).
     states = _states(expdir)[0]
-    result = _run([sys.executable, "-m", "recycle_distill.superb", "-m", "evaluate", "-e", str(states)],
+    result = _run([sys.executable, "-m", "recycle_distill", "superb", "-m", "evaluate", "-e", str(states)],
                   checkout / "s3prl", PYTHONPATH=str(checkout))
     assert f"at {checkout.resolve() / 's3prl'}" in result.stdout or f"at {checkout / 's3prl'}" in result.stdout
     assert "test acc:" in result.stdout and "test at step 0:" in (expdir / "log.log").read_text()
@@ -154,7 +154,8 @@ def run(name, *args, **kwargs):
     return run_module(name, *args, **kwargs)
 
 runpy.run_module = run
-run_module("recycle_distill.superb", run_name="__main__", alter_sys=True)
+sys.argv.insert(1, "superb")
+run_module("recycle_distill", run_name="__main__", alter_sys=True)
 """
 
 
@@ -203,7 +204,7 @@ def test_launcher_sid_starhubert_train_evaluate_resume(data, tmp_path, own_vox_c
 def test_launcher_asr_armhubert_finetunes_the_upstream(data, tmp_path):
     expdir = tmp_path / "asr_arm"
     # Through the `recycle-distill superb` subcommand; no dict_path: the launcher adds the shipped one.
-    result = _run([sys.executable, "-m", "recycle_distill.cli", "superb", "-m", "train", "-p", str(expdir), "-d", "asr",
+    result = _run([sys.executable, "-m", "recycle_distill", "superb", "-m", "train", "-p", str(expdir), "-d", "asr",
                    *_upstream_args(data, "armhubert"), "-f", "-o", asr_overrides(data["asr"], with_dict=False)], tmp_path)
     assert "asr_char.dict" in result.stdout and "asr.yaml" in result.stdout
     assert [p.name for p in _states(expdir)] == ["states-4.ckpt"]

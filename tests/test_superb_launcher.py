@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from recycle_distill.checkpoint import save_compact
-from recycle_distill.superb import launcher
-from recycle_distill.superb.launcher import (
+from recycle_distill.s3prl.superb import launcher
+from recycle_distill.s3prl.superb.launcher import (
     ASR_DICT,
     CONFIG_DIR,
     hub_entries,
@@ -195,7 +195,7 @@ def test_cli_reports_a_missing_config_before_importing_s3prl(capsys):
 
 def test_tee_appends_to_the_log():
     screen, log = io.StringIO(), io.StringIO()
-    from recycle_distill.commands.superb import _Tee
+    from recycle_distill.cli.superb import _Tee
 
     tee = _Tee(screen, log)
     print("test acc: 0.5", file=tee)
@@ -211,7 +211,7 @@ def test_tee_appends_to_the_log():
 def test_allow_list_admits_namespace_and_nothing_else(tmp_path):
     code = f"""
 import argparse, pathlib, pickle, torch
-from recycle_distill.superb.launcher import allow_s3prl_checkpoints
+from recycle_distill.s3prl.superb.launcher import allow_s3prl_checkpoints
 states = {{"Args": argparse.Namespace(mode="train", upstream="armhubert", seed=1337), "Config": {{"runner": {{}}}},
           "Step": 4, "Featurizer": {{"weights": torch.zeros(3)}}}}
 torch.save(states, {str(tmp_path / 'states-4.ckpt')!r})

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from recycle_distill.cli import main as cli_main
-from recycle_distill.superb.launcher import HEADER
-from recycle_distill.superb.logs import parse_log, read_results, read_s3prl_results
-from recycle_distill.superb.score import (
+from recycle_distill.s3prl.superb.launcher import HEADER
+from recycle_distill.s3prl.superb.logs import parse_log, read_results, read_s3prl_results
+from recycle_distill.s3prl.superb.score import (
     TASK_KEYS,
     canonical_task,
     format_table,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from recycle_distill.checkpoint.safe_load import CheckpointError
-from recycle_distill.teacher import (
+from recycle_distill.training.teacher import (
     SpanMaskConfig,
     Teacher,
     TeacherCheckpointError,

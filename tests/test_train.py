@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recycle_distill.config import ConfigError
-from recycle_distill.data.synth import espeak_available, make_tiny_librispeech
-from recycle_distill.train import config_help, list_recipes, load_train_config
-from recycle_distill.train.optim import warmup_linear_factor
+from recycle_distill.students.config import ConfigError
+from recycle_distill.training.data.synth import espeak_available, make_tiny_librispeech
+from recycle_distill.training import config_help, list_recipes, load_train_config
+from recycle_distill.training.optim import warmup_linear_factor
 
 from conftest import CONF
 from train_helpers import metrics, run_cli, tiny_config, write_config
@@ -44,7 +44,7 @@ def test_shipped_recipes_load_with_expected_sizes(name):
     config = load_train_config(name)
     expected = {"armhubert-960": 26_448_448, "maskhubert-960": 26_635_840, "starhubert": 22_308_592,
                 "starhubert-l": 26_630_752}
-    from recycle_distill.models import FAMILIES
+    from recycle_distill.students import FAMILIES
 
     with torch.device("meta"):
         model = FAMILIES[config.family](config.student)
@@ -80,7 +80,7 @@ def test_overrides_and_types():
 
 def test_help_documents_every_key():
     text = config_help()
-    from recycle_distill.train.config import SECTIONS
+    from recycle_distill.training.config import SECTIONS
     import dataclasses
 
     for section, cls in SECTIONS.items():
@@ -160,7 +160,7 @@ def test_killed_run_resumes_bit_identically(tmp_path, corpus):
     result = run_cli(["-c", str(conf), "train.checkpoint=last"], launcher=_fault("save:5"))
     assert result.returncode == -signal.SIGKILL
     assert list((killed / "checkpoints").glob(".tmp-*")), "the killed write should have left its temp file"
-    from recycle_distill.train.state import latest_checkpoint, load_training_state
+    from recycle_distill.training.state import latest_checkpoint, load_training_state
 
     assert load_training_state(latest_checkpoint(str(killed / "checkpoints")))["step"] == 4
     result = run_cli(["-c", str(conf), "train.checkpoint=last"])
@@ -188,7 +188,7 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path, corpus):
     result = run_cli(["-c", str(write_config(tmp_path / "single.yaml", single))])
     assert result.returncode == 0, result.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "recycle_distill.train"]
+                "-m", "recycle_distill", "train"]
     result = run_cli(["-c", str(write_config(tmp_path / "ddp.yaml", ddp))], launcher=torchrun)
     assert result.returncode == 0, result.stderr[-5000:]
     single_losses = [m["loss"] for m in metrics(single_out)][:3]

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recycle_distill.teacher import load_teacher
-from recycle_distill.train import load_train_config
-from recycle_distill.train.objectives import float32_loss
-from recycle_distill.train.state import latest_checkpoint, load_training_state
-from recycle_distill.train.trainer import Trainer
+from recycle_distill.training.teacher import load_teacher
+from recycle_distill.training import load_train_config
+from recycle_distill.training.objectives import float32_loss
+from recycle_distill.training.state import latest_checkpoint, load_training_state
+from recycle_distill.training.trainer import Trainer
 
 from train_helpers import TEACHER, metrics, synthetic_train_corpus, tiny_config
 

@@ -10,14 +10,14 @@ import pytest
 import soundfile
 import torch
 
-from recycle_distill.config import ConfigError
-from recycle_distill.data import AudioDataset
-from recycle_distill.data.manifest import AudioEntry
-from recycle_distill.train.config import OptimizerSection, TrainSection, load_train_config
-from recycle_distill.train.distributed import DistributedContext
-from recycle_distill.train.optim import build_optimizer
-from recycle_distill.train.state import NonFiniteWeightsError, export_student
-from recycle_distill.train.trainer import Trainer, TrainingDiverged
+from recycle_distill.students.config import ConfigError
+from recycle_distill.training.data import AudioDataset
+from recycle_distill.training.data.manifest import AudioEntry
+from recycle_distill.training.config import OptimizerSection, TrainSection, load_train_config
+from recycle_distill.training.distributed import DistributedContext
+from recycle_distill.training.optim import build_optimizer
+from recycle_distill.training.state import NonFiniteWeightsError, export_student
+from recycle_distill.training.trainer import Trainer, TrainingDiverged
 
 BASE = ["teacher.teacher_model=teacher.pt", "data.audio_dir=/nonexistent"]
 
@@ -168,7 +168,7 @@ def test_a_nan_audio_file_does_not_ruin_a_run(tmp_path):
 
     from safetensors.torch import load_file
 
-    from recycle_distill.data.synth import make_tiny_librispeech
+    from recycle_distill.training.data.synth import make_tiny_librispeech
     from train_helpers import metrics, run_cli, tiny_config, write_config
 
     corpus = tmp_path / "LibriSpeech"
@@ -216,7 +216,7 @@ def test_a_new_run_into_a_used_output_dir_is_refused_or_moved_aside(tmp_path, ca
 
 @pytest.mark.slow
 def test_check_writes_nothing(tmp_path):
-    from recycle_distill.data.synth import make_tiny_librispeech
+    from recycle_distill.training.data.synth import make_tiny_librispeech
     from train_helpers import run_cli, tiny_config, write_config
 
     corpus = tmp_path / "LibriSpeech"

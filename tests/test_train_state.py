@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from recycle_distill.train import load_train_config
-from recycle_distill.train.state import (capture_rng, latest_checkpoint, load_training_state, prune_checkpoints,
-                                         restore_rng, save_training_state)
-from recycle_distill.train.objectives import sample_hint_layers
+from recycle_distill.training import load_train_config
+from recycle_distill.training.state import (
+    capture_rng,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    restore_rng,
+    save_training_state,
+)
+from recycle_distill.training.objectives import sample_hint_layers
 
 from train_helpers import synthetic_train_corpus, tiny_config
 
@@ -92,7 +98,7 @@ def tiny_corpus(tmp_path_factory):
 
 
 def _trainer(corpus, output, **train):
-    from recycle_distill.train.trainer import Trainer
+    from recycle_distill.training.trainer import Trainer
 
     config = tiny_config(corpus, output, train={"batch_size": 2, "max_audio_seconds": 0.5, "num_workers": 0, **train})
     return Trainer(load_train_config(config))
@@ -116,7 +122,7 @@ def test_trainer_prunes_to_keep_last_and_writes_best(tmp_path, tiny_corpus, monk
 
 
 def test_fp16_on_cpu_warns_and_trains_in_fp32(tmp_path, tiny_corpus, caplog):
-    with caplog.at_level(logging.WARNING, logger="recycle_distill.train.trainer"):
+    with caplog.at_level(logging.WARNING, logger="recycle_distill.training.trainer"):
         trainer = _trainer(tiny_corpus, tmp_path / "run", max_steps=1, precision="fp16", device="cpu")
     assert trainer.precision == "fp32"
     assert not trainer.scaler.is_enabled()

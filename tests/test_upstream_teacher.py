@@ -8,12 +8,12 @@ import pathlib
 import pytest
 import torch
 
-from recycle_distill.config import ConfigError
-from recycle_distill.data.synth import make_tiny_librispeech
-from recycle_distill.teacher import Teacher, load_teacher
-from recycle_distill.teacher.frame_rate import FrameRateError, check_rates, resample_frames
-from recycle_distill.teacher.upstream_teacher import UpstreamTeacher
-from recycle_distill.train import load_train_config
+from recycle_distill.students.config import ConfigError
+from recycle_distill.training.data.synth import make_tiny_librispeech
+from recycle_distill.training.teacher import Teacher, load_teacher
+from recycle_distill.training.teacher.frame_rate import FrameRateError, check_rates, resample_frames
+from recycle_distill.training.teacher.upstream_teacher import UpstreamTeacher
+from recycle_distill.training import load_train_config
 
 import tiny_upstreams
 from train_helpers import metrics, tiny_config
@@ -52,7 +52,7 @@ def _config(corpus, output, name, family, objective, steps=10, **teacher):
 
 
 def _train(config):
-    from recycle_distill.train.trainer import Trainer
+    from recycle_distill.training.trainer import Trainer
 
     trainer = Trainer(config)
     trainer.fit()
@@ -122,7 +122,7 @@ def test_star_and_layer_hints_distil_from_upstream_teachers(tmp_path, corpus, hu
 
 
 def test_masking_with_an_upstream_teacher_fails_before_training(tmp_path, corpus, hub):
-    from recycle_distill.train.trainer import Trainer
+    from recycle_distill.training.trainer import Trainer
 
     config = _config(corpus, tmp_path / "masking", "tiny_data2vec", "maskhubert", "masking")
     with pytest.raises(ConfigError) as caught:
@@ -137,7 +137,7 @@ def test_masking_with_an_upstream_teacher_fails_before_training(tmp_path, corpus
 
 
 def test_upstream_keys_are_refused_for_model_class_teachers(tmp_path, corpus):
-    from recycle_distill.train.trainer import Trainer
+    from recycle_distill.training.trainer import Trainer
 
     config = tiny_config(corpus, tmp_path / "o", "maskhubert", teacher={"hidden_state_indices": [1, 2, 3, 4]})
     with pytest.raises(ConfigError, match=r"teacher.hidden_state_indices: applies to S3PRL upstream teachers"):
@@ -147,7 +147,7 @@ def test_upstream_keys_are_refused_for_model_class_teachers(tmp_path, corpus):
 def test_weighted_sum_weights_come_from_a_trained_s3prl_featurizer(tmp_path, corpus, hub):
     import argparse
 
-    from recycle_distill.teacher.upstream_teacher import prepare_teacher
+    from recycle_distill.training.teacher.upstream_teacher import prepare_teacher
 
     downstream = tmp_path / "states-100.ckpt"  # the layout S3PRL's runner saves
     torch.save({"Args": argparse.Namespace(upstream="tiny_tera"), "Step": 100,

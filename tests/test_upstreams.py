@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recycle_distill.checkpoint import save_compact
-from recycle_distill.inputs import WaveformError
+from recycle_distill.students.waveforms import WaveformError
 
 from conftest import load_fixture, write_lightning_checkpoint, write_yaml
 
@@ -242,7 +242,8 @@ def test_hub_entries_are_generated_from_the_released_table(monkeypatch):
     """Issue 11: each hubconf.py and the root hubconf repeated the published checkpoints."""
     import inspect
 
-    from recycle_distill import hub, hub_entries
+    from recycle_distill.checkpoint import fetch as hub
+    from recycle_distill.s3prl import hub_entries
 
     monkeypatch.setitem(hub.RELEASED, "starhubert_test", hub.ReleasedCheckpoint(
         "starhubert", "STaRHuBERT-test.ckpt", "starhubert", "STaRHuBERT for this test.", True))

@@ -24,7 +24,7 @@ TINY_STUDENTS = {
 
 def synthetic_train_corpus(folder: pathlib.Path, utterances_per_speaker: int) -> pathlib.Path:
     """A 2-speaker LibriSpeech folder (train-clean-100, dev-clean) of synthetic voices, no espeak-ng."""
-    from recycle_distill.data.synth import make_tiny_librispeech
+    from recycle_distill.training.data.synth import make_tiny_librispeech
 
     root = folder / "LibriSpeech"
     make_tiny_librispeech(root, speakers=2, utterances_per_speaker=utterances_per_speaker,
@@ -64,9 +64,10 @@ def write_config(path: pathlib.Path, config: dict) -> pathlib.Path:
     return path
 
 
-def run_cli(args: list[str], env: Optional[dict] = None, timeout: int = 600, module: str = "recycle_distill.train",
+def run_cli(args: list[str], env: Optional[dict] = None, timeout: int = 600,
             launcher: Optional[list[str]] = None) -> subprocess.CompletedProcess:
-    command = (launcher or [sys.executable, "-m", module]) + args
+    """``python -m recycle_distill train ARGS`` (or ``LAUNCHER ARGS``, e.g. torchrun ending in ``train``)."""
+    command = (launcher or [sys.executable, "-m", "recycle_distill", "train"]) + args
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 

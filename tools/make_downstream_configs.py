@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate recycle_distill/downstream_configs/ from S3PRL's original SUPERB configs.
+"""Generate recycle_distill/s3prl/downstream_configs/ from S3PRL's original SUPERB configs.
 
 Every config is produced by patch_hub.py's own patch functions, so the shipped files and a
 patched S3PRL checkout can never disagree.  Only the files named in the task table (plus the
@@ -25,11 +25,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
 # The library behind patch_hub.py, under its old name so the code below reads the same.
-from recycle_distill import s3prl_patch as patch_hub  # noqa: E402  (needs the path above)
-from recycle_distill.safe_yaml import safe_load_bounded  # noqa: E402
+from recycle_distill.s3prl import patch as patch_hub  # noqa: E402  (needs the path above)
+from recycle_distill.util.safe_yaml import safe_load_bounded  # noqa: E402
 
 DEFAULT_SRC = REPO_DIR / "tests" / "data" / "s3prl_tree"
-DEFAULT_OUT = REPO_DIR / "recycle_distill" / "downstream_configs"
+DEFAULT_OUT = REPO_DIR / "recycle_distill" / "s3prl" / "downstream_configs"
 S3PRL_VERSION = "0.4.18"
 DICT_NAME = "asr_char.dict"
 
@@ -109,7 +109,7 @@ comment naming its task and origin.
 
 ## Usage with a pip-installed S3PRL
 
-The folder is installed with the package as `recycle_distill/downstream_configs/`. Our
+The folder is installed with the package as `recycle_distill/s3prl/downstream_configs/`. Our
 launcher registers the upstreams in `s3prl.hub` and picks the config for `-d` by itself:
 
 ```

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from recycle_distill import build_student, list_presets  # noqa: E402
-from recycle_distill.modules.masks import pad_waveforms  # noqa: E402
+from recycle_distill.students.blocks.masks import pad_waveforms  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "fixtures"
 

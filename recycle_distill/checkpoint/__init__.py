@@ -7,7 +7,7 @@ stack. The names below are imported on first access (PEP 562), for the same reas
 
 from __future__ import annotations
 
-from ..lazy import lazy_attributes
+from recycle_distill.util.lazy import lazy_attributes
 
 __all__ = [
     "CheckpointError",

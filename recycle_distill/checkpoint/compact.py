@@ -14,10 +14,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_write as _atomic_write
-from ..atomic import default_mode
-from ..messages import short_repr
-from .safe_load import CheckpointError
+from recycle_distill.util.atomic import atomic_write as _atomic_write
+from recycle_distill.util.atomic import default_mode
+from recycle_distill.util.messages import short_repr
+from recycle_distill.checkpoint.safe_load import CheckpointError
 
 FORMAT_NAME = "recycle-distill-student"
 FORMAT_VERSION = 1

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from .zip_records import check_storage_records
+from recycle_distill.checkpoint.zip_records import check_storage_records
 
 
 class CheckpointError(RuntimeError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..modules.feature_extractor import ConvFeatureExtractor
-from .conv_runner import run_conv_blocks
+from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
+from recycle_distill.inference.conv_runner import run_conv_blocks
 
 
 class FastConvFeatureExtractor(ConvFeatureExtractor):

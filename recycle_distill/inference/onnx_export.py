@@ -3,7 +3,7 @@
 Graph contract (export format version :data:`ONNX_FORMAT_VERSION`):
 
 * inputs ``waveforms`` (B, S) float32 and ``lengths`` (B,) int64 valid samples per row; B and S
-  are dynamic (right-pad a batch, as :func:`recycle_distill.modules.masks.pad_waveforms` does);
+  are dynamic (right-pad a batch, as :func:`recycle_distill.students.blocks.masks.pad_waveforms` does);
 * outputs ``hidden_states`` (N, B, T, D) float32 (the N states the S3PRL upstream exposes,
   stacked), ``last_hidden_state`` (B, T, D) and ``padding_mask`` (B, T) bool, True = padding
   (all False when nothing is padded);
@@ -45,8 +45,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write
-from ..sample_rate import SAMPLE_RATE
+from recycle_distill.util.atomic import atomic_write
+from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def require_onnx(dtype: str = "fp32") -> None:
 def check_onnx_dtype(dtype: Union[str, torch.dtype, None]) -> str:
     """The canonical name of ``dtype`` (``fp32``, ``int8``; aliases such as ``float32`` accepted)
     if ONNX export supports it, else a ValueError naming the option and the choices."""
-    from .precision import parse_precision
+    from recycle_distill.inference.precision import parse_precision
 
     try:
         dtype = parse_precision(dtype, "dtype")
@@ -126,7 +126,7 @@ def _plain_fp32_copy(model: nn.Module, family: str) -> nn.Module:
     Rebuilt from the config (not deep-copied) so fast-path module swaps on ``model`` never
     reach the graph; their state-dict keys are the plain ones by design.
     """
-    from ..builder import build_student
+    from recycle_distill.students.build import build_student
 
     config = getattr(model, "config", None)
     if getattr(model, "inference_precision", "fp32") == "int8":
@@ -163,7 +163,7 @@ def _plain_fp32_copy(model: nn.Module, family: str) -> nn.Module:
 
 def _fold_weight_norm(model: nn.Module) -> None:
     """Swap every weight-normalised conv for a plain ``nn.Conv1d`` holding ``g * v / ||v||``."""
-    from ..modules.positional import WeightNormConv1d
+    from recycle_distill.students.blocks.positional import WeightNormConv1d
 
     for name, module in list(model.named_modules()):
         if not isinstance(module, WeightNormConv1d):
@@ -191,7 +191,7 @@ def _example_inputs(model: nn.Module, seconds: float) -> tuple[Tensor, Tensor]:
 
 
 def _metadata(model: nn.Module, family: str, dtype: str, opset: int) -> dict[str, str]:
-    from .. import __version__
+    from recycle_distill import __version__
 
     config = model.config
     return {

@@ -1,6 +1,6 @@
 """Run an exported student (:func:`~recycle_distill.inference.onnx_export.export_onnx`) in ONNX Runtime.
 
-:class:`OnnxStudentUpstream` has the call and outputs of :class:`recycle_distill.expert.StudentUpstream`
+:class:`OnnxStudentUpstream` has the call and outputs of :class:`recycle_distill.s3prl.upstream.StudentUpstream`
 (a list of 1-D waveforms in, ``hidden_states`` N x (B, T, D) and ``last_hidden_state`` out,
 ``get_downsample_rates``), so S3PRL's Featurizer, a frozen-upstream SUPERB run or a user's
 pipeline takes it in place of the PyTorch upstream. It is an ``nn.Module`` without parameters:
@@ -17,9 +17,9 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..inputs import validate_waveforms
-from ..modules.masks import pad_waveforms
-from .onnx_export import META_PREFIX, ONNX_FORMAT_VERSION, import_onnx_package
+from recycle_distill.students.waveforms import validate_waveforms
+from recycle_distill.students.blocks.masks import pad_waveforms
+from recycle_distill.inference.onnx_export import META_PREFIX, ONNX_FORMAT_VERSION, import_onnx_package
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``optimize_for_inference``: turn a trained student into a fast one, explicitly.
 
-The plain blocks in :mod:`recycle_distill.modules` have one code path each. This module
+The plain blocks in :mod:`recycle_distill.students.blocks` have one code path each. This module
 swaps each block for its inference subclass (same parameters, same state-dict keys; the
 subclass adds only a faster CPU forward and falls back to the plain one under autograd or
 on other devices), then converts the precision. The swap table is :data:`FAST_BLOCKS`;
@@ -17,15 +17,15 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..models.encoder import TransformerEncoder
-from ..modules.attention import ReusedAttention, SelfAttention
-from ..modules.feature_extractor import ConvFeatureExtractor
-from ..modules.positional import WeightNormConv1d
-from .attention import FastReusedAttention, FastSelfAttention
-from .cnn import FastConvFeatureExtractor
-from .encoder import PerUtteranceEncoder
-from .positional import FoldedWeightNormConv1d
-from .precision import compute_dtype, parse_precision
+from recycle_distill.students.encoder import TransformerEncoder
+from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
+from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
+from recycle_distill.students.blocks.positional import WeightNormConv1d
+from recycle_distill.inference.attention import FastReusedAttention, FastSelfAttention
+from recycle_distill.inference.cnn import FastConvFeatureExtractor
+from recycle_distill.inference.encoder import PerUtteranceEncoder
+from recycle_distill.inference.positional import FoldedWeightNormConv1d
+from recycle_distill.inference.precision import compute_dtype, parse_precision
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def optimize_for_inference(
     """A copy of ``model`` (a student) set up for inference.
 
     Args:
-        model: a :class:`~recycle_distill.models.StudentModel` (any family).
+        model: a :class:`~recycle_distill.students.StudentModel` (any family).
         dtype: ``fp32``; ``bf16`` (weights and activations in bfloat16, GroupNorm/LayerNorm
             statistics and softmax in float32); or ``int8`` (Linear layers dynamically
             quantized by torch, where this torch has it; the CNN front end in bf16; the

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..modules.positional import WeightNormConv1d
-from .derived import derived_tensor, fast_path_applies
+from recycle_distill.students.blocks.positional import WeightNormConv1d
+from recycle_distill.inference.derived import derived_tensor, fast_path_applies
 
 
 class FoldedWeightNormConv1d(WeightNormConv1d):

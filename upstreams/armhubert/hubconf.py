@@ -6,9 +6,9 @@ the weights match a preset), a plain state dict, or our compact .safetensors fil
 `reference_batched_reuse=True` or `per_utterance_cnn=True` reach the model config.
 
 The entries (armhubert_local, armhubert_url, armhubert and one per published checkpoint) are generated
-from recycle_distill.hub.RELEASED by recycle_distill.hub_entries.family_entries.
+from recycle_distill.checkpoint.fetch.RELEASED by recycle_distill.s3prl.hub_entries.family_entries.
 """
 
-from recycle_distill.hub_entries import family_entries as _family_entries
+from recycle_distill.s3prl.hub_entries import family_entries as _family_entries
 
 globals().update(_family_entries("armhubert", __name__))

@@ -16,9 +16,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from recycle_distill.losses.hieradist import acoustic_contrastive_loss, linguistic_regression_loss
+from recycle_distill.downstreams.cif_asr.hieradist import (
+    acoustic_contrastive_loss,
+    linguistic_regression_loss,
+)
 
-from .config import LossConfig
+from recycle_distill.downstreams.cif_asr.config import LossConfig
 
 __all__ = ["LossOutput", "TERMS", "assemble_loss", "ctc_term", "cross_entropy_term", "quantity_term"]
 

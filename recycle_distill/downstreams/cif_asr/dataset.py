@@ -22,12 +22,19 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from recycle_distill.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
+from recycle_distill.util.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
 
-from .corpus import Utterance, scan_aishell, scan_librispeech
-from .feature_cache import FeatureCache, FeatureCacheError
-from .sampler import LengthBucketBatchSampler
-from .text import PROBLEM_TOO_LONG, UNK, UnitSplit, UnitVocabulary, problem_kind, transcript_units
+from recycle_distill.downstreams.cif_asr.corpus import Utterance, scan_aishell, scan_librispeech
+from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCache, FeatureCacheError
+from recycle_distill.downstreams.cif_asr.sampler import LengthBucketBatchSampler
+from recycle_distill.downstreams.cif_asr.text import (
+    PROBLEM_TOO_LONG,
+    UNK,
+    UnitSplit,
+    UnitVocabulary,
+    problem_kind,
+    transcript_units,
+)
 
 __all__ = [
     "CORPORA", "DEFAULT_LANGUAGE", "SAMPLE_RATE", "CifAsrDataset", "PreparedItem", "PreparedSplit", "UnitError",

@@ -26,13 +26,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchaudio.models import Conformer
 
-from recycle_distill.modules.cif import CifWeightPredictor, continuous_integrate_and_fire
-from recycle_distill.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
+from recycle_distill.downstreams.cif_asr.cif import CifWeightPredictor, continuous_integrate_and_fire
+from recycle_distill.util.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
 
-from .beam_search import beam_search
-from .config import DecodeConfig, LossConfig, ModelConfig
-from .criterion import LossOutput, assemble_loss, target_padding_mask
-from .decoder import CifDecoder
+from recycle_distill.downstreams.cif_asr.beam_search import beam_search
+from recycle_distill.downstreams.cif_asr.config import DecodeConfig, LossConfig, ModelConfig
+from recycle_distill.downstreams.cif_asr.criterion import LossOutput, assemble_loss, target_padding_mask
+from recycle_distill.downstreams.cif_asr.decoder import CifDecoder
 
 __all__ = ["CifRecognizer", "CifEncoder", "FrameRateError", "plan_poolings", "SAMPLE_RATE"]
 

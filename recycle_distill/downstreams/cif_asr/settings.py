@@ -6,8 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from .config import CifAsrConfig, CifConfigError, _build, _positive_int, _require, _suggest
-from .dataset import CORPORA, UNIT_ERRORS
+from recycle_distill.downstreams.cif_asr.config import (
+    CifAsrConfig,
+    CifConfigError,
+    _build,
+    _positive_int,
+    _require,
+    _suggest,
+)
+from recycle_distill.downstreams.cif_asr.dataset import CORPORA, UNIT_ERRORS
 
 __all__ = ["CorpusSettings", "LanguageModelSettings", "DataSettings", "ExpertSettings"]
 

@@ -1,0 +1,77 @@
+"""Distil a student from a teacher.
+
+  recycle-distill train -c conf.yaml [section.key=value ...]
+  recycle-distill train -c armhubert-960 teacher.teacher_model=hubert_base_ls960.pt data.libri_root=/db/LibriSpeech
+  torchrun --nproc_per_node 2 -m recycle_distill train -c conf.yaml      # several GPUs / nodes
+
+-c takes a YAML file (ours or a reference recipe, unchanged) or a shipped recipe name.
+Resume with train.checkpoint=last (or a path); the run ends by exporting
+<output_dir>/student.safetensors, which the S3PRL upstreams and torch.hub load directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from recycle_distill.students.config import ConfigError
+from recycle_distill.training.config import config_help, list_recipes, load_train_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True,
+                        help=f"training YAML, or a shipped recipe: {', '.join(list_recipes())}")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config keys")
+    parser.add_argument("--check", action="store_true", help="validate the config and data, then stop (writes nothing)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a non-empty output_dir: the old run is moved aside to "
+                             "<output_dir>.old-N (never deleted)")
+    parser.epilog = config_help()
+
+
+def prepare_output_dir(folder: str, resuming: bool, overwrite: bool) -> Optional[str]:
+    """Refuse a new run into a folder holding another (unless resuming); with ``overwrite``,
+    move the old one aside. Returns where it was moved, or None."""
+    if not os.path.isdir(folder) or not os.listdir(folder) or resuming:
+        return None
+    if not overwrite:
+        raise ConfigError(
+            f"train.output_dir: {folder} already holds a run ({', '.join(sorted(os.listdir(folder))[:4])}); "
+            "resume it with train.checkpoint=last, choose another output_dir, or pass --overwrite to move it "
+            "aside"
+        )
+    number = 1
+    while os.path.exists(f"{folder.rstrip(os.sep)}.old-{number}"):
+        number += 1
+    target = f"{folder.rstrip(os.sep)}.old-{number}"
+    os.rename(folder, target)
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_train_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from recycle_distill.s3prl.compat import apply_compat
+
+    apply_compat()  # the teacher is S3PRL's model code
+    from recycle_distill.training.trainer import Trainer
+
+    if not args.check and os.environ.get("RANK", "0") == "0":  # one process decides, before any rank writes
+        moved = prepare_output_dir(config.output_dir, resuming=bool(config.train.checkpoint), overwrite=args.overwrite)
+        if moved:
+            print(f"moved the previous run in {config.output_dir} to {moved}", file=sys.stderr)
+    trainer = Trainer(config, check_only=args.check)
+    if args.check:
+        print(f"config OK: {config.family} ({config.objective}), {len(trainer.train_set)} training utterances, "
+              f"{trainer.total_steps} steps")
+        return 0
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        print(f"done: {summary['steps']} steps, last loss {summary['last_loss']:.5f}, exported {summary['export']}")
+    trainer.dist.shutdown()
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands of the ``recycle-distill`` CLI (each: add_arguments(parser), run(args) -> int)."""

@@ -1,5 +1,0 @@
-"""The offline end-to-end demo behind ``recycle-distill demo`` (see :mod:`.pipeline`)."""
-
-from .pipeline import DemoOptions, run_demo
-
-__all__ = ["DemoOptions", "run_demo"]

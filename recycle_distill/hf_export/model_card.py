@@ -1,0 +1,178 @@
+"""The ``README.md`` model card of a Hugging Face export (front matter with ``model-index``).
+
+The card states the architecture, the parameter count, the family, the teacher and the
+training data. Published SUPERB numbers (``recycle_distill/s3prl/superb/paper_results.csv``) are
+added only when the weights are a published release, recognised by the hub entry they were
+loaded through or by the source file's sha256 (:data:`PUBLISHED_SHA256`). Published weights
+carry the publisher's licence ("as stated by the publisher"); anything else is ours, MIT.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Optional
+
+import yaml
+
+from recycle_distill.util.safe_yaml import safe_load_bounded
+
+__all__ = ["Release", "RELEASES", "PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published checkpoint: its row in the paper table (None: no SUPERB row), teacher and data."""
+
+    paper_row: Optional[str]
+    teacher: str
+    data: str
+
+
+# Hub entry (recycle_distill.checkpoint.fetch.RELEASED) -> what the publisher states about it.
+RELEASES: dict[str, Release] = {
+    "armhubert_960h": Release("ARMHuBERT", "HuBERT Base", "LibriSpeech 960h"),
+    "armhubert_s_100h": Release(None, "HuBERT Base", "LibriSpeech 100h"),
+    "armhubert_s_960h": Release("ARMHuBERT-S", "HuBERT Base", "LibriSpeech 960h"),
+    "armwavlm_s_100h": Release(None, "WavLM Base+", "LibriSpeech 100h"),
+    "armwavlm_s_960h": Release("ARMwavLM-S", "WavLM Base+", "LibriSpeech 960h"),
+    "maskhubert_960h": Release("MaskHuBERT", "HuBERT Base", "LibriSpeech 960h"),
+}
+
+# sha256 of a published file -> its hub entry. Only hashes checked against the published
+# files belong here; none could be checked offline, so a file is recognised by the hub entry
+# it was loaded through until they are added.
+PUBLISHED_SHA256: dict[str, str] = {}
+
+# paper_results.csv column -> (metric type, unit text) for the model-index.
+SUPERB_COLUMNS = {
+    "PR": ("per", "PER %"), "KS": ("accuracy", "accuracy %"), "IC": ("accuracy", "accuracy %"),
+    "SID": ("accuracy", "accuracy %"), "ER": ("accuracy", "accuracy %"), "ASR": ("wer", "WER %"),
+    "QbE": ("mtwv", "MTWV"), "SF_F1": ("f1", "F1 %"), "SF_CER": ("cer", "CER %"), "ASV": ("eer", "EER %"),
+    "SD": ("der", "DER %"),
+}
+CITATIONS = {
+    "armhubert": ["@inproceedings{jang2023recycleanddistill,",
+                  "  title={Recycle-and-Distill: Universal Compression Strategy for Transformer-based Speech SSL "
+                  "Models with Attention Map Reusing and Masking Distillation},",
+                  "  author={Jang, Kangwook and Kim, Sungnyun and Yun, Se-Young and Kim, Hoirin},",
+                  "  booktitle={Proc. INTERSPEECH 2023}, pages={316--320}, year={2023}", "}"],
+    "starhubert": ["@inproceedings{jang2024star,",
+                   "  title={STaR: Distilling Speech Temporal Relation for Lightweight Speech Self-Supervised "
+                   "Learning Models},",
+                   "  author={Jang, Kangwook and Kim, Sungnyun and Kim, Hoirin},",
+                   "  booktitle={Proc. ICASSP 2024}, pages={10721--10725}, year={2024}", "}"],
+    "fithubert": ["@inproceedings{lee2022fithubert,",
+                  "  title={FitHuBERT: Going Thinner and Deeper for Knowledge Distillation of Speech Self-Supervised "
+                  "Learning},",
+                  "  author={Lee, Yeonghyeon and Jang, Kangwook and Goo, Jahyun and Jung, Youngmoon and Kim, Hoirin},",
+                  "  booktitle={Proc. INTERSPEECH 2022}, year={2022}", "}"],
+}
+CITATIONS["maskhubert"] = CITATIONS["armhubert"]
+FAMILY_NAMES = {"armhubert": "ARMHuBERT", "maskhubert": "MaskHuBERT", "starhubert": "STaRHuBERT",
+                "fithubert": "FitHuBERT"}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def identify_release(hub_entry: Optional[str] = None, source_file: Optional[str] = None) -> Optional[str]:
+    """The hub entry name of a published release, from the entry used or the file's sha256."""
+    if hub_entry in RELEASES:
+        return hub_entry
+    if source_file is not None and PUBLISHED_SHA256:
+        return PUBLISHED_SHA256.get(file_sha256(source_file))
+    return None
+
+
+def paper_results(row: str) -> dict[str, float]:
+    """The published SUPERB numbers of one model row (column -> value)."""
+    text = (resources.files("recycle_distill.s3prl.superb") / "paper_results.csv").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    for record in csv.DictReader(io.StringIO("\n".join(lines))):
+        if record["model"] == row:
+            return {key: float(value) for key, value in record.items() if key != "model" and value}
+    raise KeyError(f"no row {row!r} in paper_results.csv")
+
+
+def _model_index(name: str, results: dict[str, float]) -> list[dict[str, Any]]:
+    entries = []
+    for column, value in results.items():
+        if column not in SUPERB_COLUMNS:
+            continue
+        metric, unit = SUPERB_COLUMNS[column]
+        entries.append({
+            "task": {"type": "feature-extraction", "name": f"SUPERB {column.replace('_', ' ')}"},
+            "dataset": {"type": "superb", "name": "SUPERB"},
+            "metrics": [{"type": metric, "value": value, "name": f"{column} ({unit})"}],
+            "source": {"name": "the paper's SUPERB table (recycle_distill/s3prl/superb/paper_results.csv)"},
+        })
+    return [{"name": name, "results": entries}]
+
+
+def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: bool, release: Optional[str],
+               teacher: Optional[str], data: Optional[str], heads_file: Optional[str]) -> str:
+    """The README.md text: YAML front matter (model-index, our metadata) and the card body."""
+    published = RELEASES.get(release) if release else None
+    teacher = teacher or (published.teacher if published else "unknown (not recorded in the checkpoint)")
+    data = data or (published.data if published else "unknown (not recorded in the checkpoint)")
+    name = release or f"{family}-student"
+    results = paper_results(published.paper_row) if published and published.paper_row else {}
+    front: dict[str, Any] = {
+        "license": "other" if published else "mit",
+        "library_name": "transformers",
+        "tags": ["audio", "speech", "self-supervised-learning", "knowledge-distillation", "recycle-distill", family],
+        "recycle_distill": {"family": family, "parameters": parameters, "teacher": teacher, "data": data,
+                            "release": release},
+    }
+    if published:
+        front["license_name"] = "as stated by the publisher"
+    if results:
+        front["model-index"] = _model_index(name, results)
+    body = [f"# {name}", "",
+            f"A {FAMILY_NAMES.get(family, family)} speech encoder ({parameters:,} parameters) exported by recycle-distill.", "",
+            "| | |", "|---|---|",
+            f"| family | {family} |", f"| parameters | {parameters:,} |",
+            f"| layers x width | {config['encoder_layers']} x {config['encoder_embed_dim']} "
+            f"(FFN {config['encoder_ffn_embed_dim']}, {config['encoder_attention_heads']} heads) |",
+            f"| teacher | {teacher} |", f"| data | {data} |",
+            f"| licence | {'as stated by the publisher (published weights)' if published else 'MIT'} |", "",
+            "## Use", "", "```python", "import torch", "from transformers import AutoModel", "",
+            f"model = AutoModel.from_pretrained(DIR{'' if plain else ', trust_remote_code=True'}).eval()",
+            "wave = torch.zeros(1, 16000)  # 16 kHz, not normalised",
+            "out = model(wave, attention_mask=torch.ones_like(wave, dtype=torch.long), output_hidden_states=True)"]
+    if plain and heads_file:
+        body += ["", "# MaskHuBERT's S3PRL features: the projection heads on each layer output",
+                 "from safetensors.torch import load_file", "import torch.nn.functional as F",
+                 f"heads = load_file(f'{{DIR}}/{heads_file}')",
+                 "feats = [F.linear(h, heads[f'proj_head.{i}.lin_proj.weight'], heads[f'proj_head.{i}.lin_proj.bias'])",
+                 "         for i, h in enumerate(out.hidden_states[1:])]"]
+    elif plain:
+        body += ["feats = out.hidden_states[1:]  # STaRHuBERT's S3PRL features: the layer outputs"]
+    else:
+        body += ["feats = out.s3prl_hidden_states  # what the S3PRL upstream returns",
+                 "heads = out.projection_states  # the prediction heads' outputs"]
+    body += ["```", "", "The folder also loads back with `recycle_distill.load_student(DIR)` and as an S3PRL "
+             f"upstream (`-u {family} -k DIR`)."]
+    if results:
+        body += ["", "## Published SUPERB results", "", "| task | value |", "|---|---|"]
+        body += [f"| {column} ({SUPERB_COLUMNS[column][1]}) | {value:g} |" for column, value in results.items()
+                 if column in SUPERB_COLUMNS]
+        body += [f"| Overall | {results['Overall']:g} |"] if "Overall" in results else []
+    body += ["", "## Citation", "", "```bibtex", *CITATIONS.get(family, CITATIONS["armhubert"]), "```", ""]
+    return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(body)
+
+
+def read_card_metadata(text: str) -> dict[str, Any]:
+    """The front matter of a card written by :func:`model_card`."""
+    if not text.startswith("---\n"):
+        raise ValueError("no YAML front matter")
+    return safe_load_bounded(text[4:text.index("\n---\n", 4)])

@@ -1,0 +1,290 @@
+"""What patch_hub adds to an S3PRL tree besides config edits: the hub.py block that registers the
+families, the cif_asr downstream shim, and the --copy upstream folders.
+
+Sections (formerly one module each): registration, shim, copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from recycle_distill.families import FAMILY_NAMES
+from recycle_distill.s3prl.patch.base import (
+    PatchError,
+    RefusedError,
+    Tree,
+    backup_path,
+    read_if_file,
+    tree_hashes,
+)
+from recycle_distill.s3prl.patch.plan import Plan, plan_backup
+
+
+# -------------------- registration ----------------------------------------------------------
+# Registering the student families in S3PRL's hub.py: a marked block of hubconf imports.
+#
+# S3PRL finds an upstream by name among the globals of ``s3prl/hub.py``, so registering means
+# star-importing each family's hubconf there.  The block sits between marker comments so that it
+# can be recognised, compared and removed again without a backup.
+
+
+FAMILIES = FAMILY_NAMES
+HUB_BEGIN = "# >>> recycle-distill upstreams >>>"
+HUB_END = "# <<< recycle-distill upstreams <<<"
+
+
+# ---------------------------------------------------------------- pure text functions
+
+
+def newline_of(text: str) -> str:
+    """The line ending ``text`` uses (CRLF if it has any, else LF), for lines we add to it."""
+    return "\r\n" if "\r\n" in text else "\n"
+
+
+def hub_block(copy: bool, newline: str = "\n") -> str:
+    """The marked block appended to hub.py, naming every family explicitly."""
+    if copy:
+        how = "folders copied into s3prl/upstream/ by patch_hub.py --copy"
+        imports = [f"from s3prl.upstream.{family}.hubconf import *" for family in FAMILIES]
+    else:
+        how = "hubconfs of the installed recycle_distill package"
+        imports = [f"from recycle_distill.upstreams.{family}.hubconf import *"
+                   for family in FAMILIES]
+    lines = [HUB_BEGIN,
+             f"# Added by recycle-distill's patch_hub.py ({how});",
+             "# undo with: python patch_hub.py --revert <s3prl root>",
+             *imports,
+             HUB_END]
+    return newline.join(lines) + newline
+
+
+def find_hub_block(text: str) -> tuple[int, int] | None:
+    """Character span of the marked block (marker lines included), or None if absent.
+
+    Raises PatchError when the markers are unbalanced or repeated.
+    """
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.strip() == HUB_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == HUB_END]
+    if not begins and not ends:
+        return None
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        raise PatchError("its recycle-distill marker comments are unbalanced or repeated")
+    start = sum(len(line) for line in lines[:begins[0]])
+    end = sum(len(line) for line in lines[:ends[0] + 1])
+    return start, end
+
+
+def add_hub_block(text: str, copy: bool) -> str:
+    """Append the block to hub.py's text, after a blank line."""
+    newline = newline_of(text)
+    if text and not text.endswith("\n"):
+        text += newline
+    return text + newline + hub_block(copy, newline)
+
+
+def remove_hub_block(text: str) -> str:
+    """Remove the marked block and the blank line add_hub_block put before it."""
+    span = find_hub_block(text)
+    if span is None:
+        return text
+    head, tail = text[:span[0]], text[span[1]:]
+    for blank in ("\r\n\r\n", "\n\n"):
+        if head.endswith(blank):
+            head = head[:-len(blank) // 2]
+            break
+    return head + tail
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_hub(tree: Tree, plan: Plan, copy: bool) -> bool:
+    """Plan the hub.py registration; returns True when hub.py ends up patched by us."""
+    hub = (tree.package / "hub.py").resolve()
+    current = hub.read_bytes()
+    text = current.decode("utf-8")
+    try:
+        span = find_hub_block(text)
+    except PatchError as err:
+        plan.warn(hub, f"{err}; left alone")
+        return backup_path(hub).exists()
+    if span is not None:
+        if text[span[0]:span[1]] == hub_block(copy, newline_of(text)):
+            plan.note("unchanged", hub, "upstreams already registered")
+            return backup_path(hub).exists()
+        previous = "a default run" if copy else "a --copy run"
+        plan.warn(hub, "already has a recycle-distill block that differs from the expected one "
+                       f"(written by {previous}, or edited); left alone. Run --revert first "
+                       "to switch modes")
+        return backup_path(hub).exists()
+    new = add_hub_block(text, copy).encode("utf-8")
+    plan_backup(plan, hub, current)
+    plan.write(hub, current, new)
+    source = "s3prl/upstream/<family>" if copy else "recycle_distill.upstreams"
+    plan.note("register", hub, f"{', '.join(FAMILIES)} from {source}")
+    plan.changed += 1
+    return True
+
+
+def plan_revert_hub(plan: Plan, hub: Path) -> bool:
+    """Plan removing the registration from hub.py; returns False if something is left."""
+    current = hub.read_bytes()
+    backup = backup_path(hub)
+    original = read_if_file(backup)
+    text = current.decode("utf-8")
+    try:
+        span = find_hub_block(text)
+    except PatchError as err:
+        plan.warn(hub, f"{err}; left alone")
+        return False
+    if span is None:
+        if original is None:
+            return True
+        if current == original:
+            plan.removals.append(backup)
+            return True
+        plan.warn(hub, f"has no recycle-distill block but differs from {backup.name}; left "
+                       "alone (backup kept)")
+        return False
+    stripped = remove_hub_block(text).encode("utf-8")
+    # Restore the backup only when hub.py is exactly what we made of it; otherwise someone
+    # edited it since, and cutting out just our block keeps their edits.
+    ours = original is not None and any(
+        add_hub_block(original.decode("utf-8"), copy).encode("utf-8") == current
+        for copy in (False, True))
+    if ours:
+        plan.write(hub, current, original)
+        plan.note("restore", hub, "registration removed")
+    else:
+        plan.write(hub, current, stripped)
+        plan.note("unregister", hub, "removed the recycle-distill block")
+        if original is not None:
+            plan.warn(hub, "changed besides the recycle-distill block since patching; removed "
+                           "only the block")
+    if original is not None:
+        plan.removals.append(backup)
+    plan.changed += 1
+    return True
+
+
+# -------------------- shim ------------------------------------------------------------------
+# The ``cif_asr`` downstream in an S3PRL git checkout: a two-file shim package.
+#
+# S3PRL's runner imports ``s3prl.downstream.<-d name>.expert``, so registering our CIF-HieraDist
+# downstream means a folder ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports our
+# ``DownstreamExpert``.  patch_hub creates the folder, records the hashes of what it wrote in the
+# manifest, and ``--revert`` removes the folder only while it still holds exactly that.  An
+# installed s3prl gets no shim: ``recycle-distill superb -d cif_asr`` registers it at run time.
+
+
+SHIM_KEY = "downstream/cif_asr"  # relative to the folder holding hub.py
+SHIM_FILES: dict[str, bytes] = {
+    "__init__.py": b"# Created by recycle-distill's patch_hub.py; removed by patch_hub.py --revert.\n",
+    "expert.py": b"from recycle_distill.downstreams.cif_asr.expert import DownstreamExpert  # noqa: F401\n",
+}
+
+
+def shim_hashes() -> dict[str, str]:
+    """The hashes :func:`tree_hashes` gives for a folder holding exactly :data:`SHIM_FILES`."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(SHIM_FILES.items())}
+
+
+def plan_shim(tree: Tree, plan: Plan, created: dict) -> dict:
+    """Plan creating the shim folder; returns the record of folders this tool created."""
+    created = dict(created)
+    if not tree.checkout:
+        plan.lines.append(
+            "  The cif_asr downstream is not registered in an installed s3prl (no files are added "
+            "to site-packages); run it with: recycle-distill superb -d cif_asr ...")
+        return created
+    folder = tree.package / SHIM_KEY
+    wanted = shim_hashes()
+    if folder.exists() or folder.is_symlink():
+        current = tree_hashes(folder) if folder.is_dir() and not folder.is_symlink() else None
+        if current == wanted:
+            plan.note("unchanged", folder, "cif_asr downstream already registered")
+            if SHIM_KEY in created:
+                created[SHIM_KEY] = wanted
+        else:
+            plan.warn(folder, "exists and is not patch_hub.py's cif_asr shim; left alone")
+        return created
+    plan.folders.append((folder, dict(SHIM_FILES)))
+    plan.note("register", folder, "cif_asr downstream (expert.py re-exports recycle_distill's)")
+    plan.changed += 1
+    created[SHIM_KEY] = wanted
+    return created
+
+
+def plan_revert_shim(tree: Tree, plan: Plan, created: dict) -> dict:
+    """Plan removing the shim folder this tool created; returns the record of those kept."""
+    return plan_remove_own_folders(tree, plan, created, "cif_asr downstream shim",
+                                   "changed since patch_hub.py created it; left alone")
+
+
+def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, changed: str) -> dict:
+    """Plan removing each folder of ``record`` (key -> hashes) still exactly as this tool wrote it.
+
+    A folder that changed (or became a symlink) gets the ``changed`` warning and stays in the
+    returned record; one that is gone is forgotten.
+    """
+    left = {}
+    for key, hashes in sorted(record.items()):
+        folder = tree.package / key
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if folder.is_dir() and not folder.is_symlink() and tree_hashes(folder) == hashes:
+            plan.tree_removals.append(folder)
+            plan.note("remove", folder, what)
+            plan.changed += 1
+        else:
+            plan.warn(folder, changed)
+            left[key] = hashes
+    return left
+
+
+# -------------------- copies ----------------------------------------------------------------
+# ``--copy``: copying ``upstreams/<family>`` into ``s3prl/upstream/<family>`` and removing it.
+#
+# For S3PRL setups that cannot install recycle_distill, the families are imported from inside
+# S3PRL the way its own upstreams are.  Each copy's hashes go into the manifest, so a later run
+# can tell its own (possibly stale) copy from a folder someone else put there.
+
+
+def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
+    """Plan copying ``source``/<family> into s3prl/upstream/; returns the copied-folder record.
+
+    ``source`` is the repository's ``upstreams/`` folder.
+    """
+    copied = dict(manifest.get("copied") or {})
+    upstream = tree.package / "upstream"
+    if not upstream.is_dir():
+        raise RefusedError(f"--copy needs {tree.label(upstream)}/, which is missing")
+    for family in FAMILIES:
+        src = source / family
+        if not (src / "hubconf.py").is_file():
+            raise RefusedError(f"--copy needs {src}/hubconf.py, which is missing")
+    for family in FAMILIES:
+        src, dst = source / family, upstream / family
+        key = dst.relative_to(tree.package).as_posix()
+        wanted = tree_hashes(src)
+        if dst.exists():
+            current = tree_hashes(dst) if dst.is_dir() else None
+            if current == wanted:
+                plan.note("unchanged", dst, "already copied")
+                continue
+            if current is None or copied.get(key) != current:
+                plan.warn(dst, "exists and differs from upstreams/" + family + "; left alone")
+                continue
+        plan.copies.append((src, dst))
+        plan.note("copy", dst, f"from {src}")
+        copied[key] = wanted
+        plan.changed += 1
+    return copied
+
+
+def plan_revert_copies(tree: Tree, plan: Plan, manifest: dict) -> dict:
+    """Plan removing the folders a ``--copy`` run made; returns the record of those kept."""
+    return plan_remove_own_folders(tree, plan, manifest.get("copied") or {}, "copied upstream",
+                                   "changed since patch_hub.py --copy copied it; left alone")

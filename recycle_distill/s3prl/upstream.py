@@ -1,0 +1,89 @@
+"""The S3PRL upstream wrapper shared by every family's ``upstreams/<family>/expert.py``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from recycle_distill.students.build import ConfigSource
+from recycle_distill.checkpoint import load_student
+from recycle_distill.s3prl.compat import apply_compat
+from recycle_distill.inference import compute_dtype, optimize_for_inference, parse_precision
+from recycle_distill.students.waveforms import validate_waveforms
+from recycle_distill.students.blocks.masks import pad_waveforms
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StudentUpstream", "DOWNSAMPLE_RATE"]
+
+# The released students' rate, for callers that need it before a model exists; an upstream
+# reports its own model's rate (computed from the CNN strides).
+DOWNSAMPLE_RATE = 320
+
+
+class StudentUpstream(nn.Module):
+    """S3PRL upstream: a list of 1-D waveforms in, ``hidden_states`` (N x (B, T, D)) out.
+
+    Args:
+        ckpt: a released Lightning checkpoint, a state dict, or our compact safetensors file.
+        model_config: the architecture (``-g`` YAML, preset name or dict); optional for
+            compact files and for weights matching a preset of the family.
+        family: which student to build (set by each family's expert).
+        dtype: inference precision, ``fp32`` | ``bf16`` | ``int8`` (see
+            :func:`recycle_distill.inference.optimize_for_inference`).
+        optimize: swap in the CPU inference blocks (default); False keeps the plain blocks.
+        output_dtype: dtype of the returned hidden states (``fp32`` unless asked).
+        overrides: distiller keys such as ``reference_batched_reuse=True`` or
+            ``per_utterance_cnn=True``.
+    """
+
+    family = ""
+
+    def __init__(
+        self,
+        ckpt: Union[str, os.PathLike],
+        model_config: Optional[ConfigSource] = None,
+        family: Optional[str] = None,
+        dtype: Union[str, torch.dtype, None] = "fp32",
+        optimize: bool = True,
+        output_dtype: Union[str, torch.dtype, None] = "fp32",
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        # Our entry points make s3prl importable on torchaudio >= 2.9 (no-op otherwise), so
+        # S3PRL's Featurizer and downstreams work on what this returns.
+        apply_compat()
+        self.family = family or self.family
+        for s3prl_only in ("refresh", "legacy"):
+            overrides.pop(s3prl_only, None)
+        self.precision = parse_precision(dtype)
+        model = load_student(ckpt, self.family, model_config or None, **overrides)
+        if optimize or self.precision != "fp32":
+            model = optimize_for_inference(model, self.precision, fast_paths=optimize, output_dtype=output_dtype,
+                                           inplace=True)
+        self.model = model
+        self.name = f"[{self.family}]"
+
+    def get_downsample_rates(self, key: str = "hidden_states") -> int:
+        return self.model.downsample_rate
+
+    def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
+        """Run the student on a list of waveforms.
+
+        Args:
+            wavs: B float tensors (S_b,) at 16 kHz, any float dtype: each is computed in the
+                upstream's precision (``dtype``), whatever the others are.
+
+        Returns:
+            ``hidden_states``: N tensors (B, T, D); ``last_hidden_state``: (B, T, D).
+        """
+        validate_waveforms(wavs, self.model.receptive_field)
+        dtype = compute_dtype(self.precision)
+        batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
+        output = self.model(batch, lengths)
+        hidden_states = list(output.hidden_states)
+        return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}

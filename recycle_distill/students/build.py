@@ -1,0 +1,90 @@
+"""Build students from presets, reference YAMLs or dicts; the family is inferred or given."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from typing import Any, Mapping, Optional, Union
+
+from recycle_distill.students.config import ConfigError, StudentConfig, load_config_dict
+from recycle_distill.students import FAMILIES, StudentModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_student", "list_presets", "resolve_config", "infer_family", "preset_path"]
+
+ConfigSource = Union[str, os.PathLike, Mapping[str, Any], StudentConfig]
+
+
+def list_presets() -> list[str]:
+    """Names of the published architectures that :func:`build_student` accepts."""
+    folder = resources.files("recycle_distill.students") / "presets"
+    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> str:
+    """File path of a preset YAML (usable as a ``-g`` file)."""
+    if name not in list_presets():
+        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(list_presets())}")
+    return str(resources.files("recycle_distill.students") / "presets" / f"{name}.yaml")
+
+
+def infer_family(distiller: Mapping[str, Any]) -> str:
+    """``reuse_pattern`` -> armhubert; ``enable_tr_layer: true`` -> fithubert; else maskhubert.
+
+    STaRHuBERT cannot be told apart from a config alone: ask for it by name.
+    """
+    if distiller.get("reuse_pattern") not in (None, "", "None"):
+        return "armhubert"
+    if distiller.get("enable_tr_layer") is True:
+        return "fithubert"
+    return "maskhubert"
+
+
+def resolve_config(
+    source: ConfigSource, family: Optional[str] = None, **overrides: Any
+) -> tuple[StudentConfig, str]:
+    """Turn a preset name, YAML path, dict or config into ``(StudentConfig, family)``.
+
+    ``overrides`` replace distiller keys (e.g. ``reference_batched_reuse=True``).
+    A top-level ``family:`` key (our presets have one) is used when ``family`` is None.
+    """
+    if isinstance(source, StudentConfig):
+        data: dict[str, Any] = {"distiller": source.to_dict()}
+        where = "StudentConfig"
+    elif isinstance(source, (str, os.PathLike)) and not os.path.exists(source) and str(source) in list_presets():
+        data, where = load_config_dict(preset_path(str(source)))
+        where = f"preset '{source}'"
+    elif isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise ConfigError(
+            f"'{os.fspath(source)}' is neither an existing config file nor a preset "
+            f"({', '.join(list_presets())})"
+        )
+    else:
+        data, where = load_config_dict(source)
+    distiller = dict(data["distiller"]) if isinstance(data.get("distiller"), Mapping) else dict(data)
+    distiller.pop("family", None)
+    distiller.update(overrides)
+    family = family or data.get("family") or infer_family(distiller)
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
+    if family != "armhubert" and distiller.get("reuse_pattern") not in (None, "", "None"):
+        logger.info("%s: ignoring reuse_pattern for family %s", where, family)
+        distiller["reuse_pattern"] = None
+    return StudentConfig.from_dict(distiller, source=where), family
+
+
+def build_student(source: ConfigSource, family: Optional[str] = None, **overrides: Any) -> StudentModel:
+    """Build a bare student (random weights, heads and ``mask_emb`` included) in eval mode.
+
+    Args:
+        source: a preset name (:func:`list_presets`), a reference/our YAML path, a dict
+            (whole training YAML or its ``distiller:`` section) or a :class:`StudentConfig`.
+        family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``; inferred when None.
+        overrides: distiller keys to replace, e.g. ``reference_batched_reuse=True``.
+    """
+    config, family = resolve_config(source, family, **overrides)
+    model = FAMILIES[family](config)
+    model.eval()
+    return model

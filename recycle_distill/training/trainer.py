@@ -1,0 +1,415 @@
+"""The distillation loop: one process or many (torchrun), exact resume, TensorBoard, export.
+
+Order of one optimizer step: ``accumulate_grad_batches`` micro-batches (forward under
+autocast, backward, DDP gradient sync only on the last), then unscale, clip, step, schedule.
+A step whose loss or gradient is NaN/inf on any rank is skipped on every rank (no optimizer
+or scheduler update, a warning); ``train.max_bad_steps`` such steps in a row stop the run with
+:class:`TrainingDiverged`. The fp16 grad scaler's own overflow skips are not counted.
+Checkpoints are taken only between optimizer steps and hold everything random (RNG states,
+sampler position), so a run killed at any point and resumed from its last checkpoint
+repeats the lost work exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from recycle_distill.checkpoint import load_student as load_student_checkpoint
+from recycle_distill.training.data import AudioDataset, make_dataloader
+from recycle_distill.students import FAMILIES, StudentModel
+from recycle_distill.util.sample_rate import SAMPLE_RATE
+from recycle_distill.training.teacher import Teacher, load_teacher
+from recycle_distill.training.teacher.upstream_teacher import (
+    prepare_teacher,
+    teacher_layer_mapping,
+    upstream_hub_kwargs,
+)
+from recycle_distill.training.config import TrainConfig
+from recycle_distill.training.manifests import build_manifests
+from recycle_distill.training.distributed import DistributedContext
+from recycle_distill.training.objectives import build_objective
+from recycle_distill.training.optim import build_optimizer
+from recycle_distill.training.state import (
+    capture_rng,
+    export_student,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    restore_rng,
+    save_training_state,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trainer", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class Trainer:
+    """Distil ``config.student`` from ``config.teacher`` on ``config.data``."""
+
+    def __init__(self, config: TrainConfig, check_only: bool = False) -> None:
+        """Load everything a run needs; ``check_only`` (``--check``) writes nothing to the output folder."""
+        self.config = config
+        self.check_only = check_only
+        train = config.train
+        self.dist = DistributedContext.from_env(train.device)
+        self.device = self.dist.device
+        self.output_dir = config.output_dir
+        self.checkpoint_dir = os.path.join(self.output_dir, "checkpoints")
+        if train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(train.seed)  # the student's initial weights
+        self.precision = self._resolve_precision()
+
+        self.teacher = load_teacher(config.teacher.teacher_model, normalize=config.teacher.normalize,
+                                    hub_kwargs=upstream_hub_kwargs(config.teacher)).to(self.device)
+        prepare_teacher(self.teacher, config)  # S3PRL upstream teachers: their keys, objectives refused early
+        self._cast_teacher()
+        self.student = self._build_student()
+        self._check_dimensions()
+        layer_mapping = teacher_layer_mapping(self.teacher, self.student, config)
+        self.objective = build_objective(config, layer_mapping)
+
+        train_entries, valid_entries = build_manifests(config, self.student.receptive_field)
+        max_samples = int(train.max_audio_seconds * SAMPLE_RATE) if train.max_audio_seconds else None
+        self.train_set = AudioDataset(train_entries, max_samples=max_samples, random_crop=True, seed=train.seed)
+        self.valid_set = AudioDataset(valid_entries, max_samples=max_samples, random_crop=False) if valid_entries else None
+        loader_options = dict(num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
+                              generator=torch.Generator().manual_seed(train.seed))
+        self.train_loader = make_dataloader(self.train_set, train.batch_size, shuffle=True, seed=train.seed,
+                                            num_replicas=self.dist.world_size, rank=self.dist.rank, **loader_options)
+        self.valid_loader = (
+            make_dataloader(self.valid_set, train.batch_size, shuffle=False, seed=train.seed,
+                            num_replicas=self.dist.world_size, rank=self.dist.rank, **loader_options)
+            if self.valid_set is not None else None
+        )
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / train.accumulate_grad_batches)
+        self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        self.optimizer, self.scheduler = build_optimizer(self.student.parameters(), config.optimizer, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.model: nn.Module = self.student
+        if self.dist.enabled:
+            # Heads outside the epoch's hint subset and FitHuBERT's S3PRL upsampler get no gradient.
+            self.model = DistributedDataParallel(self.student, find_unused_parameters=True,
+                                                 device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if train.compile:
+            self.model = torch.compile(self.model)
+
+        self.step = 0
+        self.epoch = 0
+        self._epoch_done = True
+        self._last_saved_step = -1
+        self.best_valid = math.inf
+        self.bad_steps = 0  # optimizer steps skipped in a row (non-finite loss or gradient)
+        self.skipped_steps = 0  # in all, this process
+        self.writer = self._summary_writer()
+        if train.checkpoint:
+            self._resume(train.checkpoint)
+
+    # ------------------------------------------------------------------ setup
+    def _build_student(self) -> StudentModel:
+        config = self.config
+        if config.train.init_student:
+            student = load_student_checkpoint(config.train.init_student, config.family, {"distiller": config.student.to_dict()})
+        else:
+            student = FAMILIES[config.family](config.student)
+        return student.to(self.device).train()
+
+    def _check_dimensions(self) -> None:
+        if self.config.objective in ("masking", "fithubert", "layer_hints"):
+            head_dim = self.config.student.pred_head_final_dim
+            if head_dim != self.teacher.embed_dim:
+                raise ValueError(
+                    f"distiller.pred_head_final_dim is {head_dim} but the teacher's layers are "
+                    f"{self.teacher.embed_dim}-d: the heads must predict the teacher's width"
+                )
+
+    def _resolve_precision(self) -> str:
+        precision = self.config.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            logger.warning("precision fp16 needs CUDA; training in fp32 on %s", self.device)
+            return "fp32"
+        return precision
+
+    def _cast_teacher(self) -> None:
+        """bf16: the frozen model-class teacher computes in bf16, its weights cast once.
+
+        Autocast would re-cast its 95M weights on every step and carry its activations in
+        float32 between matmuls (a ~15% slower teacher phase on CPU); frozen weights need no
+        float32 master copy. S3PRL upstream teachers of other kinds run under autocast as
+        before; fp16 keeps a float32 teacher under autocast (HuBERT's activations can
+        overflow fp16).
+        """
+        if self.precision == "bf16" and isinstance(self.teacher, Teacher):
+            self.teacher.to(torch.bfloat16)
+            logger.info("precision bf16: the teacher runs in bf16, the student under bf16 autocast with float32 "
+                        "master weights, the losses in float32")
+
+    def _summary_writer(self):
+        if not self.dist.is_main or self.check_only:
+            return None
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.config.to_dict(), handle, indent=2)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard is not installed: no training curves (pip install tensorboard)")
+            return None
+        return SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps``; returns a summary (losses, export path)."""
+        train = self.config.train
+        accumulate = train.accumulate_grad_batches
+        progress = tqdm(total=self.total_steps, initial=self.step, desc="distil", unit="step",
+                        disable=not self.dist.is_main, dynamic_ncols=True)
+        window = {"loss": 0.0, "utterances": 0, "started": time.perf_counter()}
+        last_loss = math.nan
+        while self.step < self.total_steps:
+            epoch = self.epoch
+            self.train_loader.set_epoch(epoch)
+            self.objective.set_epoch(epoch)
+            self._epoch_done = False
+            micro = 0
+            step_terms: dict[str, torch.Tensor] = {}
+            for batch in self.train_loader:
+                if self.dist.any(batch.is_empty):  # all ranks skip together, or DDP would hang
+                    continue
+                batch = batch.to(self.device)
+                micro += 1
+                sync = micro == accumulate
+                with self._no_sync(not sync), self._autocast():
+                    result = self.objective.training_loss(self.model, self.teacher, batch)
+                self.scaler.scale(result.total / accumulate).backward()
+                _accumulate(step_terms, result, accumulate)
+                window["utterances"] += len(batch) * self.dist.world_size
+                if sync:
+                    last_loss = self._optimizer_step(step_terms, progress, window)
+                    micro, step_terms = 0, {}
+                    if self._periodic(train.val_every_steps):
+                        self.validate()
+                    if self._periodic(train.save_every_steps):
+                        self.save()
+                    if self.step >= self.total_steps:
+                        break
+            else:
+                if micro:  # the epoch's leftover micro-batches make one last, smaller step
+                    last_loss = self._optimizer_step(step_terms, progress, window)
+                self.epoch = epoch + 1
+                self._epoch_done = True
+                if train.val_every_steps == 0:
+                    self.validate()
+                if train.save_every_steps == 0:
+                    self.save()
+        if self._last_saved_step != self.step:  # e.g. stopped mid-epoch at max_steps
+            self.save()
+        progress.close()
+        self.train_set.log_skip_summary()
+        export = self.export()
+        self.dist.barrier()
+        return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
+
+    def _step_is_finite(self, loss: torch.Tensor) -> bool:
+        """Unscale and clip; True on every rank when loss and gradient are finite on all ranks.
+
+        With the fp16 scaler, non-finite gradients are its own business (it skips the step and
+        lowers the scale); only a non-finite loss counts then.
+        """
+        train = self.config.train
+        self.scaler.unscale_(self.optimizer)
+        finite = torch.isfinite(torch.as_tensor(loss)).all()
+        params = [p for p in self.student.parameters() if p.grad is not None]
+        if train.gradient_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, train.gradient_clip)
+            grads_ok = torch.isfinite(norm)
+        else:
+            grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params]).all() if params else finite
+        if not self.scaler.is_enabled():
+            finite = finite & grads_ok
+        return not self.dist.any(not bool(finite))
+
+    def _skip_step(self, terms: dict[str, torch.Tensor]) -> float:
+        """Drop this step's gradients; the optimizer and the schedule do not move."""
+        self.scaler.update()  # unscale_ was called; the scaler needs its update before the next one
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        loss = float(torch.as_tensor(terms["loss"]))
+        limit = self.config.train.max_bad_steps
+        if self.dist.is_main:
+            logger.warning("step %d: non-finite loss or gradient (loss %s); optimizer step skipped (%d in a row, "
+                           "stopping at %d)", self.step + 1, loss, self.bad_steps, limit)
+            if self.writer is not None:
+                self.writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step)
+        if self.bad_steps >= limit:
+            raise TrainingDiverged(
+                f"stopped at step {self.step + 1}: {self.bad_steps} optimizer steps in a row had a non-finite loss "
+                f"or gradient; lower optimizer.lr, check the audio, or raise train.max_bad_steps "
+                f"(the last checkpoint is in {self.checkpoint_dir})"
+            )
+        return loss
+
+    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any]) -> float:
+        if not self._step_is_finite(terms["loss"]):
+            return self._skip_step(terms)
+        self.bad_steps = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        terms = self.dist.mean(terms)
+        loss = terms["loss"]
+        lr = self.scheduler.get_last_lr()[0]
+        window["loss"] += loss
+        if self.dist.is_main:
+            record = {"step": self.step, "epoch": self.epoch, "lr": lr, **terms}
+            with open(os.path.join(self.output_dir, "metrics.jsonl"), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if self.writer is not None:
+                for name, value in terms.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.step)
+                self.writer.add_scalar("train/lr", lr, self.step)
+        if self.step % self.config.train.log_every_steps == 0 or self.step == 1:
+            elapsed = time.perf_counter() - window["started"]
+            speed = window["utterances"] / max(elapsed, 1e-9)
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", utt_s=f"{speed:.1f}")
+            if self.writer is not None:
+                self.writer.add_scalar("train/utterances_per_second", speed, self.step)
+                self.writer.add_scalar("data/skipped_files", self.train_set.skipped, self.step)
+            window.update(loss=0.0, utterances=0, started=time.perf_counter())
+        progress.update(1)
+        return loss
+
+    def _periodic(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _no_sync(self, skip_sync: bool):
+        if skip_sync and isinstance(self.model, DistributedDataParallel):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> Optional[float]:
+        if self.valid_loader is None:
+            return None
+        self.student.eval()
+        total, count, terms = 0.0, 0, {}
+        self.valid_loader.set_epoch(0)
+        for batch in self.valid_loader:
+            if batch.is_empty:
+                continue
+            batch = batch.to(self.device)
+            with self._autocast():
+                result = self.objective.validation_loss(self.student, self.teacher, batch)
+            total += float(result.total) * len(batch)
+            count += len(batch)
+            for name, value in result.terms.items():
+                terms[name] = terms.get(name, 0.0) + float(value) * len(batch)
+        self.student.train()
+        averaged = self.dist.mean({"loss": total / max(count, 1),
+                                   **{name: value / max(count, 1) for name, value in terms.items()}})
+        loss = averaged.pop("loss")
+        terms = averaged
+        improved = loss < self.best_valid
+        self.best_valid = min(self.best_valid, loss)
+        if self.dist.is_main:
+            logger.info("step %d epoch %d | valid loss %.5f (best %.5f)%s | lr %.2e", self.step, self.epoch, loss,
+                        self.best_valid, " *" if improved else "", self.scheduler.get_last_lr()[0])
+            if self.writer is not None:
+                self.writer.add_scalar("valid/loss", loss, self.step)
+                for name, value in terms.items():
+                    self.writer.add_scalar(f"valid/{name}", value, self.step)
+            if improved:
+                save_training_state(self.checkpoint_dir, self.step, self._state(), name="best.pt")
+        return loss
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            # Between epochs the next one starts from its beginning; inside one, at the next batch.
+            "data": None if self._epoch_done else self.train_loader.state_dict(),
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(),
+            "best_valid": self.best_valid,
+            "bad_steps": self.bad_steps,
+            "family": self.config.family,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> Optional[str]:
+        self._last_saved_step = self.step
+        if not self.dist.is_main:
+            return None
+        path = save_training_state(self.checkpoint_dir, self.step, self._state())
+        prune_checkpoints(self.checkpoint_dir, self.config.train.keep_last)
+        logger.info("checkpoint %s", path)
+        return path
+
+    def _resume(self, checkpoint: str) -> None:
+        path = latest_checkpoint(self.checkpoint_dir) if checkpoint == "last" else checkpoint
+        if path is None:
+            logger.info("no checkpoint in %s: starting fresh", self.checkpoint_dir)
+            return
+        for stale in glob.glob(os.path.join(self.checkpoint_dir, ".tmp-*")):
+            os.remove(stale)  # left by a write that was killed; the renamed files are intact
+        state = load_training_state(path)
+        if state["family"] != self.config.family:
+            raise ValueError(f"{path}: a {state['family']} run, but this config trains {self.config.family}")
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.best_valid = int(state["step"]), int(state["epoch"]), float(state["best_valid"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if state["data"] is not None:
+            self.train_loader.load_state_dict(state["data"])
+            self._epoch_done = False
+        restore_rng(state["rng"])
+        logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    def export(self) -> Optional[str]:
+        if not self.dist.is_main:
+            return None
+        path = os.path.join(self.output_dir, "student.safetensors")
+        export_student(path, self.student, self.config.family, self.config.train.delete_projections)
+        logger.info("exported the student to %s", path)
+        return path
+
+
+def _accumulate(sums: dict[str, torch.Tensor], result: Any, accumulate: int) -> None:
+    """Add a micro-batch's loss terms (detached, kept as tensors: no host sync per micro-batch)."""
+    sums["loss"] = sums.get("loss", 0.0) + result.total.detach() / accumulate
+    for name, value in result.terms.items():
+        sums[name] = sums.get(name, 0.0) + value.detach() / accumulate
