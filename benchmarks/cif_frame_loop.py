@@ -1,7 +1,7 @@
 """CIF as the original runs it: a Python loop over frames, vectorised over batch and channels.
 
 An independent transcription of the rules in ``docs/cif.md`` (float32 state updated frame by
-frame, the legacy tail rule), used as the baseline of B7 and, in ``tests/test_cif.py``, as a
+frame, the legacy tail rule), used as the baseline of B7 and, in ``tests/downstreams/test_cif.py``, as a
 second implementation to compare values and gradients against.
 """
 

@@ -43,7 +43,7 @@ from recycle_distill.students.blocks.masks import pad_waveforms
 
 FIXTURES = os.path.join(ROOT, "tests", "data", "fixtures")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from train_helpers import tiny_distiller  # noqa: E402  (the tiny FitHuBERT shape the tests use)
+from helpers.train_helpers import tiny_distiller  # noqa: E402  (the tiny FitHuBERT shape the tests use)
 
 # (sentence, espeak-ng voice, pitch): one utterance each, 2-4 s, four voices.
 UTTERANCES = (

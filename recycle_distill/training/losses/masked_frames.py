@@ -12,7 +12,7 @@ sees the same mask indices (filled with its own ``mask_emb``). For every distill
   ``rec_loss = last_weight * (mask_rec + unmask_rec)``, ``total = hint_loss + rec_loss``.
 
 This is the original trainer's ``calculate_loss`` (verified against its recorded numbers and
-gradients in ``tests/test_losses.py``).
+gradients in ``tests/training/test_losses.py``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ removed -- the distillation recipes use exactly that branch (``no_mask_overlap: 
 
 This module implements the same algorithm with an explicit ``np.random.RandomState``. It
 makes the same RNG calls in the same order, so with ``RandomState(s)`` it returns exactly what
-the original returns after ``np.random.seed(s)`` (``tests/test_teacher.py`` checks this against
+the original returns after ``np.random.seed(s)`` (``tests/training/test_teacher.py`` checks this against
 S3PRL's copy). Spans never cover padding; with ``require_same_masks`` every row ends up with
 the same number of masked frames (longer rows drop random masked frames).
 """
