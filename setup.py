@@ -8,16 +8,16 @@ from setuptools import find_namespace_packages, setup
 ROOT = pathlib.Path(__file__).parent
 
 
-def family_names() -> list:
-    """FAMILY_NAMES from recycle_distill/families.py (read, not imported: nothing is installed yet)."""
-    tree = ast.parse((ROOT / "recycle_distill" / "families.py").read_text(encoding="utf-8"))
+def read_constant(relative: str, name: str):
+    """A literal assignment ``name = ...`` of a package file (read, not imported: nothing is installed yet)."""
+    tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FAMILY_NAMES"]:
-            return list(ast.literal_eval(node.value))
-    raise RuntimeError("recycle_distill/families.py defines no FAMILY_NAMES")
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"{relative} defines no {name}")
 
 
-FAMILIES = family_names()
+FAMILIES = list(read_constant("recycle_distill/families.py", "FAMILY_NAMES"))
 
 # Namespace discovery also lists the data folders (presets/, recipes/, downstream_configs/),
 # so their package_data is installed without setuptools' "absent from packages" warnings.
@@ -26,7 +26,7 @@ upstream_packages = ["recycle_distill.upstreams"] + [f"recycle_distill.upstreams
 
 setup(
     name="recycle-distill",
-    version="0.1.0",
+    version=read_constant("recycle_distill/util/version.py", "VERSION"),
     description="Compressed HuBERT students (ARMHuBERT, MaskHuBERT, STaRHuBERT, FitHuBERT) for S3PRL, in pure PyTorch",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",

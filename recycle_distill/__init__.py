@@ -4,8 +4,9 @@ in pure PyTorch, as S3PRL upstreams, with a distillation trainer."""
 from __future__ import annotations
 
 from recycle_distill.util.lazy import lazy_attributes
+from recycle_distill.util.version import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "build_student",

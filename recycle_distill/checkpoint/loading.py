@@ -19,6 +19,7 @@ from recycle_distill.students.config import ConfigError, StudentConfig
 from recycle_distill.students import FAMILIES, StudentModel
 from recycle_distill.checkpoint.state_dict_diff import diff_state_dicts
 from recycle_distill.checkpoint.compact import is_safetensors, read_compact
+from recycle_distill.checkpoint.hf_folder import read_hf_student
 from recycle_distill.checkpoint.safe_load import CheckpointError, check_readable_file, safe_torch_load
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ def load_student(
         overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
     """
     path = os.fspath(ckpt)
-    if os.path.isdir(path):  # a Hugging Face export folder (recycle_distill.hf_export)
-        from recycle_distill.hf_export import read_hf_student
+    if os.path.isdir(path):  # a Hugging Face export folder (recycle-distill export --format hf)
 
         state_dict, stored_family, stored_config = read_hf_student(path)
         family = family or stored_family

@@ -23,6 +23,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message names the file."""
 
 
+class TeacherCheckpointError(CheckpointError):
+    """A teacher checkpoint that cannot be read or built; the message names the file."""
+
+
 class PickledState:
     """Inert stand-in for an allow-listed class: keeps the pickled state, runs no code.
 

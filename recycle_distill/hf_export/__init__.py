@@ -1,13 +1,13 @@
-"""Students as Hugging Face ``transformers`` models: export a folder, read it back.
+"""Students as Hugging Face ``transformers`` folders: the writer, its configs and its model card.
 
 MaskHuBERT and STaRHuBERT become a plain ``HubertModel``; ARMHuBERT and FitHuBERT ship
 generated ``configuration_*.py`` / ``modeling_*.py`` (``trust_remote_code=True``). See
-:mod:`recycle_distill.hf_export.folder` for the layout.
+:mod:`recycle_distill.hf_export.export` for the layout. Reading such a folder back is the
+checkpoint wing's job (:mod:`recycle_distill.checkpoint.hf_folder`), which this wing does not
+import the other way round.
 """
 
-from recycle_distill.hf_export.folder import HF_FORMAT_VERSION, export_hf, is_hf_export, read_hf_student
-from recycle_distill.hf_export.hubert_format import HEADS_FILE, apply_projection_heads
+from recycle_distill.hf_export.export import export_hf
 from recycle_distill.hf_export.model_card import read_card_metadata
 
-__all__ = ["HF_FORMAT_VERSION", "HEADS_FILE", "apply_projection_heads", "export_hf", "is_hf_export",
-           "read_card_metadata", "read_hf_student"]
+__all__ = ["export_hf", "read_card_metadata"]

@@ -191,7 +191,7 @@ def _example_inputs(model: nn.Module, seconds: float) -> tuple[Tensor, Tensor]:
 
 
 def _metadata(model: nn.Module, family: str, dtype: str, opset: int) -> dict[str, str]:
-    from recycle_distill import __version__
+    from recycle_distill.util.version import VERSION
 
     config = model.config
     return {
@@ -204,7 +204,7 @@ def _metadata(model: nn.Module, family: str, dtype: str, opset: int) -> dict[str
         "sample_rate": str(SAMPLE_RATE),
         "dtype": dtype,
         "opset": str(opset),
-        "package_version": str(__version__),
+        "package_version": VERSION,
     }
 
 

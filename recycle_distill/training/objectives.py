@@ -5,6 +5,7 @@
   :func:`recycle_distill.training.losses.masking_distillation_loss` pairs them.
 * :class:`StarObjective` (STaRHuBERT): temporal Gram matrices of layer outputs, no masking.
 * :class:`FitHuBERTObjective`: per-layer hints from the heads of a time-reduced student.
+* :class:`LayerHintsObjective`: the projection heads regress mapped teacher states (any teacher).
 
 Each validation loss runs both models without masking. The losses run with autocast off
 (:func:`float32_loss`): under ``train.precision`` bf16/fp16 the models run in reduced precision
@@ -33,7 +34,7 @@ from recycle_distill.training.teacher import Teacher
 from recycle_distill.training.teacher.span_masks import SpanMaskConfig
 from recycle_distill.training.config import TrainConfig
 
-__all__ = ["Objective", "build_objective", "float32_loss", "sample_hint_layers", "utterance_seed"]
+__all__ = ["Objective", "OBJECTIVE_CLASSES", "LayerHintsObjective", "build_objective", "float32_loss", "sample_hint_layers", "utterance_seed"]
 
 
 def utterance_seed(seed: int, epoch: int, index: int) -> int:
@@ -184,12 +185,53 @@ class FitHuBERTObjective(Objective):
         return self._loss(student, teacher, batch)
 
 
-def build_objective(config: TrainConfig, layer_mapping: list[int]) -> Objective:
-    from recycle_distill.training.layer_hints import LayerHintsObjective  # its module imports this one
+class LayerHintsObjective(Objective):
+    """``layer_hints``: the student's projection heads regress mapped teacher states.
 
-    kinds = {"masking": MaskingObjective, "star": StarObjective, "fithubert": FitHuBERTObjective,
-             "layer_hints": LayerHintsObjective}
-    return kinds[config.objective](config, layer_mapping)
+    Head k of the student (layer k for ARMHuBERT / MaskHuBERT; layer ``pred_layer_id[k]`` for
+    FitHuBERT) predicts the teacher target mapped to that layer (an encoder layer of a
+    model-class teacher, a ``hidden_states`` entry of an S3PRL upstream teacher). Loss: MSE per
+    head, hint heads weighted ``train.random_layer_weight`` (0.1), the last
+    ``train.rec_loss_weight`` (1.0). No masking, so any teacher works, and the heads make any
+    teacher width work (``pred_head_final_dim`` = the teacher's width).
+    """
+
+    def _head_layers(self, num_heads: int) -> list[int]:
+        if self.config.family == "fithubert":
+            return list(self.config.student.pred_layer_id)
+        return list(range(num_heads))
+
+    def _loss(self, student: nn.Module, teacher: nn.Module, batch: AudioBatch) -> LossResult:
+        target = teacher(batch.waveforms, batch.lengths)
+        student_out = student(batch.waveforms, batch.lengths)
+        heads = student_out.projections
+        if not heads:
+            raise ValueError(f"layer_hints needs projection heads, which {self.config.family} lacks")
+        targets = [target.layer_results[self.layer_mapping[layer]] for layer in self._head_layers(len(heads))]
+        with float32_loss(batch):
+            total, terms = fithubert_hint_loss(
+                heads, targets, hint_weight=self.config.train.random_layer_weight,
+                last_weight=self.config.train.rec_loss_weight,
+                padding_mask=student_out.padding_mask if self.config.train.exclude_padding else None,
+            )
+        return LossResult(total, terms)
+
+    def training_loss(self, student: nn.Module, teacher: nn.Module, batch: AudioBatch) -> LossResult:
+        return self._loss(student, teacher, batch)
+
+    def validation_loss(self, student: nn.Module, teacher: nn.Module, batch: AudioBatch) -> LossResult:
+        return self._loss(student, teacher, batch)
+
+
+# train.objective -> its class
+OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
+    "masking": MaskingObjective, "star": StarObjective, "fithubert": FitHuBERTObjective,
+    "layer_hints": LayerHintsObjective,
+}
+
+
+def build_objective(config: TrainConfig, layer_mapping: list[int]) -> Objective:
+    return OBJECTIVE_CLASSES[config.objective](config, layer_mapping)
 
 
 def _student_frames(student: nn.Module, batch: AudioBatch) -> int:

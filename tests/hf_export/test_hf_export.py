@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from recycle_distill import build_student
 from recycle_distill.checkpoint import CheckpointError, load_student
 from recycle_distill.cli import main as cli_main
-from recycle_distill.hf_export import HEADS_FILE, apply_projection_heads, export_hf, read_card_metadata
+from recycle_distill.checkpoint.hf_keys import HEADS_FILE, apply_projection_heads
+from recycle_distill.hf_export import export_hf, read_card_metadata
 from recycle_distill.hf_export import model_card as card_module
 from recycle_distill.hf_export.remote_code import render, template_text
 

@@ -450,7 +450,7 @@ def test_objectives_start_without_hint_layers_and_seeds_are_stable():
 
 # ------------------------------------------------------------------ wiring (mutation testing)
 def test_build_objective_knows_layer_hints():
-    from recycle_distill.training.layer_hints import LayerHintsObjective
+    from recycle_distill.training.objectives import LayerHintsObjective
 
     config = train_config("maskhubert", tiny_distiller("maskhubert"), objective="layer_hints")
     assert isinstance(build_objective(config, [0, 1, 2, 3]), LayerHintsObjective)

@@ -14,7 +14,8 @@ from recycle_distill.training.teacher.fairseq_checkpoint import (
     detect_kind,
     read_teacher_checkpoint,
 )
-from recycle_distill.training.teacher.hf_checkpoint import KEY_TABLE, read_hf_hubert_dir
+from recycle_distill.checkpoint.hf_keys import HF_KEY_TABLE
+from recycle_distill.training.teacher.hf_checkpoint import read_hf_hubert_dir
 from recycle_distill.training.teacher.layer_mapping import default_layer_mapping, resolve_layer_mapping
 from recycle_distill.training.teacher.span_masks import SpanMaskConfig, compute_mask_indices
 from recycle_distill.training.teacher.s3prl_models import (
@@ -28,7 +29,7 @@ from recycle_distill.training.teacher.teacher import Teacher, TeacherOutput
 
 __all__ = [
     "KINDS",
-    "KEY_TABLE",
+    "HF_KEY_TABLE",
     "SpanMaskConfig",
     "Teacher",
     "TeacherCheckpointError",

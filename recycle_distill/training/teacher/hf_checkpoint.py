@@ -5,7 +5,7 @@ Layout (e.g. ``facebook/hubert-base-ls960``): ``config.json`` (``model_type: hub
 ``preprocessor_config.json``. transformers itself is not needed: the config is JSON and the
 weights are read with safetensors or ``torch.load(weights_only=True)``.
 
-Key names are translated with the explicit table :data:`KEY_TABLE` (HF pattern -> S3PRL
+Key names are translated with the explicit table :data:`recycle_distill.checkpoint.hf_keys.HF_KEY_TABLE` (HF pattern -> S3PRL
 pattern); a key that no rule matches raises, so an unexpected architecture can never load
 half its weights silently. Architecture options S3PRL's HubertModel cannot express (no
 feature LayerNorm, batch-norm positional conv, other epsilons) raise as well.
@@ -16,53 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from typing import Any, Mapping, Optional, Union
 
-import torch
-
-from recycle_distill.checkpoint.safe_load import safe_torch_load
+from recycle_distill.checkpoint.hf_keys import convert_hf_state_dict, load_hf_weights
 from recycle_distill.training.teacher.s3prl_models import TeacherCheckpointError, TeacherSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KEY_TABLE", "read_hf_hubert_dir", "hf_config_to_s3prl", "convert_hf_state_dict", "is_hf_model_dir"]
+__all__ = ["read_hf_hubert_dir", "hf_config_to_s3prl", "is_hf_model_dir"]
 
 PathLike = Union[str, os.PathLike]
-
-# (HF regex, S3PRL template). {i} = conv layer or encoder layer index. Both weight-norm
-# spellings of the positional conv are listed: old ``weight_g/weight_v`` and the
-# parametrization API's ``original0`` (= g) / ``original1`` (= v).
-KEY_TABLE: tuple[tuple[str, str], ...] = (
-    (r"masked_spec_embed", "mask_emb"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", "feature_extractor.conv_layers.{0}.0.{1}"),
-    # group-norm extractor (base): only layer 0 has a norm, at index 2 of S3PRL's block
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)@group", "feature_extractor.conv_layers.{0}.2.{1}"),
-    # layer-norm extractor (large): LayerNorm sits inside S3PRL's (Transpose, LN, Transpose)
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)@layer", "feature_extractor.conv_layers.{0}.2.1.{1}"),
-    (r"feature_projection\.layer_norm\.(weight|bias)", "layer_norm.{0}"),
-    (r"feature_projection\.projection\.(weight|bias)", "post_extract_proj.{0}"),
-    (r"encoder\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
-    (r"encoder\.pos_conv_embed\.conv\.weight_g", "encoder.pos_conv.0.weight_g"),
-    (r"encoder\.pos_conv_embed\.conv\.weight_v", "encoder.pos_conv.0.weight_v"),
-    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", "encoder.pos_conv.0.weight_g"),
-    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
-    (r"encoder\.layer_norm\.(weight|bias)", "encoder.layer_norm.{0}"),
-    (r"encoder\.layers\.(\d+)\.attention\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)",
-     "encoder.layers.{0}.self_attn.{1}.{2}"),
-    (r"encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)", "encoder.layers.{0}.self_attn_layer_norm.{1}"),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)", "encoder.layers.{0}.fc1.{1}"),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", "encoder.layers.{0}.fc2.{1}"),
-    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", "encoder.layers.{0}.final_layer_norm.{1}"),
-)
-
-# Task heads of HubertFor* classes: known, not part of the encoder, dropped with a log line.
-HEAD_PREFIXES = ("lm_head.", "projector.", "classifier.")
-# HubertFor* classes keep the encoder under this attribute.
-ENCODER_PREFIX = "hubert."
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def is_hf_model_dir(path: PathLike) -> bool:
@@ -129,79 +92,6 @@ def hf_config_to_s3prl(config: Mapping[str, Any], source: str) -> dict[str, Any]
     }
 
 
-def convert_hf_state_dict(
-    hf_state: Mapping[str, torch.Tensor], feat_extract_norm: str, source: str
-) -> dict[str, torch.Tensor]:
-    """Translate HF HuBERT keys to S3PRL HubertModel keys with :data:`KEY_TABLE`.
-
-    Raises:
-        TeacherCheckpointError: a key no rule matches (all such keys are listed).
-    """
-    converted: dict[str, torch.Tensor] = {}
-    unknown, heads = [], []
-    strip = all(key.startswith(ENCODER_PREFIX) or key.startswith(HEAD_PREFIXES) for key in hf_state)
-    for key, tensor in hf_state.items():
-        if key.startswith(HEAD_PREFIXES):
-            heads.append(key)
-            continue
-        name = key[len(ENCODER_PREFIX):] if strip and key.startswith(ENCODER_PREFIX) else key
-        target = _translate(name, feat_extract_norm)
-        if target is None:
-            unknown.append(key)
-        elif target in converted:
-            raise TeacherCheckpointError(f"{source}: two HF keys map to '{target}' (second: {key})")
-        else:
-            converted[target] = tensor
-    if unknown:
-        raise TeacherCheckpointError(
-            f"{source}: {len(unknown)} Hugging Face key(s) with no S3PRL HubertModel counterpart: {unknown[:10]}"
-        )
-    if heads:
-        logger.info("%s: dropping %d task-head tensors (%s)", source, len(heads), heads[:3])
-    return converted
-
-
-def _translate(name: str, feat_extract_norm: str) -> Optional[str]:
-    for pattern, template in KEY_TABLE:
-        pattern, _, norm = pattern.partition("@")
-        if norm and norm != feat_extract_norm:
-            continue
-        match = re.fullmatch(pattern, name)
-        if match:
-            return template.format(*match.groups())
-    return None
-
-
-def _load_weights(directory: str) -> dict[str, torch.Tensor]:
-    for filename in WEIGHT_FILES:
-        path = os.path.join(directory, filename)
-        if os.path.isfile(path):
-            return _load_weight_file(path)
-    for filename in INDEX_FILES:
-        path = os.path.join(directory, filename)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                weight_map = json.load(handle).get("weight_map", {})
-            state: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                if os.path.basename(shard) != shard:
-                    raise TeacherCheckpointError(f"{path}: shard name {shard!r} points outside the directory")
-                state.update(_load_weight_file(os.path.join(directory, shard)))
-            return state
-    raise TeacherCheckpointError(f"{directory}: no {' / '.join(WEIGHT_FILES + INDEX_FILES)} in the directory")
-
-
-def _load_weight_file(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    state = safe_torch_load(path)
-    if not isinstance(state, Mapping):
-        raise TeacherCheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return dict(state)
-
-
 def read_hf_hubert_dir(directory: PathLike, normalize: Optional[bool] = None) -> TeacherSpec:
     """A :class:`TeacherSpec` for S3PRL's HubertModel from a local transformers directory.
 
@@ -214,7 +104,7 @@ def read_hf_hubert_dir(directory: PathLike, normalize: Optional[bool] = None) ->
     with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
         config = json.load(handle)
     model_cfg = hf_config_to_s3prl(config, source)
-    weights = convert_hf_state_dict(_load_weights(source), config.get("feat_extract_norm", "group"), source)
+    weights = convert_hf_state_dict(load_hf_weights(source), config.get("feat_extract_norm", "group"), source)
     if normalize is None:
         normalize = False
         preprocessor = os.path.join(source, "preprocessor_config.json")

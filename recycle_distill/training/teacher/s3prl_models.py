@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from recycle_distill.checkpoint.safe_load import CheckpointError
+from recycle_distill.checkpoint.safe_load import TeacherCheckpointError  # noqa: F401  (re-exported)
 from recycle_distill.checkpoint.state_dict_diff import describe_keys, diff_state_dicts
 from recycle_distill.util.literal import parse_literal
 
@@ -50,10 +50,6 @@ PRETRAINING_PREFIXES: dict[str, tuple[str, ...]] = {
     "wavlm": (),
     "wav2vec2": ("quantizer.", "project_q.", "final_proj.", "target_glu."),
 }
-
-
-class TeacherCheckpointError(CheckpointError):
-    """A teacher checkpoint that cannot be read or built; the message names the file."""
 
 
 @dataclass

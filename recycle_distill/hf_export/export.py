@@ -1,9 +1,9 @@
-"""Write a student as a Hugging Face folder, and read such a folder back into our keys.
+"""Write a student as a Hugging Face folder (read back by :mod:`recycle_distill.checkpoint.hf_folder`).
 
 Layout written by :func:`export_hf` (``DIR``):
 
 * ``config.json``: a transformers config; its ``recycle_distill`` block holds the family, the
-  distiller architecture and the format version, which :func:`read_hf_student` reads back;
+  distiller architecture and the format version, which :func:`recycle_distill.checkpoint.hf_folder.read_hf_student` reads back;
 * ``model.safetensors``: the weights (``HubertModel`` keys for MaskHuBERT / STaRHuBERT, our
   own keys for ARMHuBERT / FitHuBERT);
 * ``projection_heads.safetensors`` (MaskHuBERT), or ``configuration_<family>.py`` +
@@ -22,25 +22,19 @@ import os
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from recycle_distill.checkpoint.safe_load import CheckpointError
 from recycle_distill.util.messages import short_repr
-from recycle_distill.hf_export.hubert_format import (
-    HEADS_FILE,
-    PLAIN_FAMILIES,
-    hubert_config,
-    read_plain_export,
-    to_hf_state_dict,
-)
+from recycle_distill.checkpoint.hf_folder import HF_FORMAT_VERSION
+from recycle_distill.checkpoint.hf_keys import HEADS_FILE, to_hf_state_dict
+from recycle_distill.hf_export.hubert_config import PLAIN_FAMILIES, hubert_config
 from recycle_distill.hf_export.model_card import model_card
 from recycle_distill.hf_export.remote_code import REMOTE_FAMILIES, auto_map, render
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HF_FORMAT_VERSION", "export_hf", "read_hf_student", "is_hf_export"]
-
-HF_FORMAT_VERSION = 1
+__all__ = ["export_hf"]
 PREPROCESSOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
                 "padding_value": 0.0, "padding_side": "right", "do_normalize": False, "return_attention_mask": True}
 
@@ -144,48 +138,3 @@ def _compare(reference: dict, state: dict, what: str) -> None:
     if missing or unexpected or shapes:
         raise CheckpointError(f"the export does not fit the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
                               f"shape mismatches {shapes[:5]}")
-
-
-def is_hf_export(path: str) -> bool:
-    """True for a directory whose ``config.json`` has our ``recycle_distill`` block."""
-    config_path = os.path.join(path, "config.json")
-    if not (os.path.isdir(path) and os.path.isfile(config_path)):
-        return False
-    try:
-        with open(config_path, encoding="utf-8") as handle:
-            return isinstance(json.load(handle).get("recycle_distill"), dict)
-    except (OSError, ValueError):
-        return False
-
-
-def read_hf_student(directory: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """(state dict in our keys, family, distiller config) of a folder written by :func:`export_hf`."""
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        raise CheckpointError(f"{directory}: a folder student needs a config.json (a Hugging Face export)")
-    try:
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except ValueError as err:
-        raise CheckpointError(f"{config_path}: not valid JSON ({short_repr(err, 200)})") from None
-    meta = config.get("recycle_distill") if isinstance(config, dict) else None
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"{directory}: a Hugging Face folder without recycle-distill metadata (config.json has no "
-            f"'recycle_distill' block); only folders written by 'recycle-distill export --format hf' load as students"
-        )
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > HF_FORMAT_VERSION:
-        raise CheckpointError(f"{directory}: export format version {short_repr(version)} is not one this library "
-                              f"reads (<= {HF_FORMAT_VERSION})")
-    family, distiller = meta.get("family"), meta.get("distiller")
-    if not isinstance(family, str) or not isinstance(distiller, dict):
-        raise CheckpointError(f"{directory}: damaged recycle_distill metadata in config.json")
-    if config.get("model_type") == "hubert":
-        state = read_plain_export(directory)
-    else:
-        weights = os.path.join(directory, "model.safetensors")
-        if not os.path.isfile(weights):
-            raise CheckpointError(f"{directory}: no model.safetensors")
-        state = load_file(weights)
-    return state, family, distiller
