@@ -67,14 +67,14 @@ def tiny_arm_files(tmp_path):
 
 
 # ------------------------------------------------------------------ the inference fast paths
-# recycle_distill.inference swaps in the fast blocks (optimize_for_inference). Inputs past ~14.5 s (a float32 (T, T) map over CHUNK_BYTES) take the row-blocked attention;
+# The fast blocks (recycle_distill.inference.blocks; build_student(..., blocks="fast") or optimize_for_inference). Inputs past ~14.5 s (a float32 (T, T) map over CHUNK_BYTES) take the row-blocked attention;
 # batches whose activations pass LARGE_TENSOR_BYTES run the CNN and the layers per utterance.
 # Every fixture is ~1 s, so these thresholds are shrunk here (the one place that knows where
 # they live) to make the fixtures take those branches.
 FAST_PATH_THRESHOLDS = {
-    "recycle_distill.inference.attention.CHUNK_BYTES": 1024,
-    "recycle_distill.inference.conv_runner.LARGE_TENSOR_BYTES": 1024,
-    "recycle_distill.inference.encoder.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.inference.blocks.attention.CHUNK_BYTES": 1024,
+    "recycle_distill.inference.blocks.conv_runner.LARGE_TENSOR_BYTES": 1024,
+    "recycle_distill.inference.blocks.encoder.LARGE_TENSOR_BYTES": 1024,
 }
 
 

@@ -34,7 +34,7 @@ S3PRL_VERSION = "0.4.18"
 DICT_NAME = "asr_char.dict"
 
 
-def header(task: patch_hub.Task) -> str:
+def header(task: patch_hub.TaskTweak) -> str:
     """The comment lines put on top of a shipped config."""
     origin = f"s3prl/downstream/{task.config}"
     if task.downstream == "sv_voxceleb1":
@@ -63,7 +63,7 @@ def build_files(src: Path) -> dict[str, bytes]:
     return files
 
 
-def describe(task: patch_hub.Task, text: bytes) -> tuple[str, str]:
+def describe(task: patch_hub.TaskTweak, text: bytes) -> tuple[str, str]:
     """The learning rate and scheduler of a shipped config, as table cells."""
     data = safe_load_bounded(text)
     optimizer = data.get("optimizer") or {}

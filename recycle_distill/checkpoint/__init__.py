@@ -3,6 +3,11 @@
 ``safe_load`` and ``zip_records`` are leaves (torch only): importing
 ``recycle_distill.checkpoint.safe_load`` (as the teacher code does) does not build the student
 stack. The names below are imported on first access (PEP 562), for the same reason.
+
+Layer ``checkpoint``: may import util, families, students.config, students.blocks,
+inference.blocks, students and inference; never hf_export or anything above. Reading every
+format (compact, Lightning, state dicts, Hugging Face folders) lives here, so hf_export only
+writes.
 """
 
 from __future__ import annotations

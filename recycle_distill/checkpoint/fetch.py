@@ -10,50 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from typing import Union
 from urllib.parse import urlparse
 
+from recycle_distill import families
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["HF_REPO", "RELEASED", "ReleasedCheckpoint", "default_release", "fetch_checkpoint", "released_checkpoint",
-           "is_url"]
-
-HF_REPO = "sungnyun/ARMHuBERT"
-
-
-@dataclass(frozen=True)
-class ReleasedCheckpoint:
-    """A published checkpoint: its family, file in :data:`HF_REPO`, architecture preset, what it
-    is (the hub entry's docstring), and whether the family's bare entry loads it by default."""
-
-    family: str
-    filename: str
-    preset: str
-    description: str
-    default: bool = False
-
-
-# The one table of published checkpoints: every family's hub entries are generated from it.
-RELEASED: dict[str, ReleasedCheckpoint] = {
-    "armhubert_960h": ReleasedCheckpoint("armhubert", "ARMHuBERT-960h.ckpt", "armhubert",
-                                         "ARMHuBERT distilled from HuBERT Base on LibriSpeech 960h (26.45M).", True),
-    "armhubert_s_100h": ReleasedCheckpoint("armhubert", "ARMHuBERT-S-100h.ckpt", "armhubert_s",
-                                           "ARMHuBERT-S distilled on LibriSpeech 100h (22.39M)."),
-    "armhubert_s_960h": ReleasedCheckpoint("armhubert", "ARMHuBERT-S-960h.ckpt", "armhubert_s",
-                                           "ARMHuBERT-S distilled on LibriSpeech 960h (22.39M)."),
-    "armwavlm_s_100h": ReleasedCheckpoint("armhubert", "ARMwavLM-S-100h.ckpt", "armwavlm_s",
-                                          "ARMwavLM-S distilled from WavLM Base+ on LibriSpeech 100h (22.39M)."),
-    "armwavlm_s_960h": ReleasedCheckpoint("armhubert", "ARMwavLM-S-960h.ckpt", "armwavlm_s",
-                                          "ARMwavLM-S distilled from WavLM Base+ on LibriSpeech 960h (22.39M)."),
-    "maskhubert_960h": ReleasedCheckpoint("maskhubert", "MaskHuBERT-960h.ckpt", "maskhubert",
-                                          "MaskHuBERT distilled from HuBERT Base on LibriSpeech 960h (26.64M).", True),
-}
-
-
-def default_release(family: str) -> Union[str, None]:
-    """The published checkpoint the family's bare entry loads when given none (None: none)."""
-    return next((name for name, entry in RELEASED.items() if entry.family == family and entry.default), None)
+__all__ = ["fetch_checkpoint", "released_checkpoint", "is_url"]
 
 
 def is_url(ckpt: Union[str, os.PathLike, None]) -> bool:
@@ -61,12 +25,13 @@ def is_url(ckpt: Union[str, os.PathLike, None]) -> bool:
 
 
 def released_checkpoint(name: str, refresh: bool = False) -> str:
-    """Local path of a published checkpoint, downloading it through huggingface_hub if needed."""
+    """Local path of a published checkpoint (a row of :data:`recycle_distill.families.RELEASES`),
+    downloading it through huggingface_hub if needed."""
     from huggingface_hub import hf_hub_download
 
-    entry = RELEASED[name]
-    logger.info("fetching %s from the Hugging Face Hub repo %s", entry.filename, HF_REPO)
-    return hf_hub_download(repo_id=HF_REPO, filename=entry.filename, force_download=refresh)
+    entry = families.RELEASES[name]
+    logger.info("fetching %s from the Hugging Face Hub repo %s", entry.filename, families.HF_REPO)
+    return hf_hub_download(repo_id=families.HF_REPO, filename=entry.filename, force_download=refresh)
 
 
 def fetch_checkpoint(ckpt: Union[str, os.PathLike], refresh: bool = False) -> str:

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from recycle_distill.students.build import ConfigSource, list_presets, resolve_config
+from recycle_distill import families
+from recycle_distill.students.build import ConfigSource, block_table, list_presets, resolve_config
 from recycle_distill.students.config import ConfigError, StudentConfig
 from recycle_distill.students import FAMILIES, StudentModel
 from recycle_distill.checkpoint.state_dict_diff import diff_state_dicts
@@ -27,8 +28,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["load_student", "read_student_state_dict", "LIGHTNING_PREFIX"]
 
 LIGHTNING_PREFIX = "student_model."
-# Keys a released checkpoint may carry that the family's model does not have.
-DROPPED_KEYS = {"starhubert": ("final_proj.",)}
 
 
 def read_student_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], Optional[str], Optional[dict]]:
@@ -62,6 +61,8 @@ def load_student(
     ckpt: Union[str, os.PathLike],
     family: Optional[str] = None,
     model_config: Optional[ConfigSource] = None,
+    *,
+    blocks: str = "plain",
     **overrides: Any,
 ) -> StudentModel:
     """Build the ``family`` student and load ``ckpt`` into it strictly; returns it in eval mode.
@@ -73,8 +74,11 @@ def load_student(
             only for a Hugging Face folder (which names its family).
         model_config: the architecture (``-g`` YAML path, preset name, dict); optional for
             compact files and for weights that match one of the family's presets.
+        blocks: ``"plain"`` or ``"fast"`` (the CPU inference blocks), as in
+            :func:`~recycle_distill.students.build.build_student`.
         overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
     """
+    table = block_table(blocks)
     path = os.fspath(ckpt)
     if os.path.isdir(path):  # a Hugging Face export folder (recycle-distill export --format hf)
 
@@ -86,7 +90,8 @@ def load_student(
         state_dict, stored_family, stored_config = read_student_state_dict(path)
     if stored_family is not None and stored_family != family:
         raise CheckpointError(f"{path}: holds a {stored_family} student, but the {family} entry was asked to load it")
-    for prefix in DROPPED_KEYS.get(family, ()):
+    # Keys a released checkpoint may carry that the family's model does not have (the row says which).
+    for prefix in families.family(family).dropped_keys:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
 
     if model_config is not None:
@@ -103,7 +108,7 @@ def load_student(
     # and a crafted one could ask for a model far larger than its weights.
     with torch.device("meta"):
         _check_layout(FAMILIES[family](config), state_dict, path)
-    model = FAMILIES[family](config)
+    model = FAMILIES[family](config, blocks=table)
     _load_strict(model, state_dict, path)
     model.eval()
     return model

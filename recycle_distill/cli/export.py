@@ -29,7 +29,8 @@ import torch
 from recycle_distill.students.build import build_student, list_presets, resolve_config
 from recycle_distill.checkpoint import CheckpointError, load_student, read_compact, save_compact
 from recycle_distill.checkpoint.compact import is_safetensors
-from recycle_distill.checkpoint.fetch import RELEASED, released_checkpoint
+from recycle_distill.checkpoint.fetch import released_checkpoint
+from recycle_distill import families
 from recycle_distill.students import FAMILIES
 
 # --dtype values each format supports (the first is the default).
@@ -41,7 +42,8 @@ WHY_NOT = {("onnx", "bf16"): " (ONNX Runtime's CPU provider has no bfloat16 MatM
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a checkpoint (.ckpt, .pt, .safetensors, or an export folder), a preset "
-                                       f"({', '.join(list_presets())}) or a published release ({', '.join(RELEASED)})")
+                                       f"({', '.join(list_presets())}) or a published release "
+                                       f"({', '.join(families.RELEASES)})")
     parser.add_argument("--format", dest="format", default="safetensors",
                         help=f"output format: {', '.join(FORMATS)} (default safetensors)")
     parser.add_argument("--dtype", default="fp32",
@@ -72,8 +74,8 @@ def load_source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str | N
         model = load_student(source, family, args.model_config)
         family = family or _family_of(model)
         return model, family, None, source if os.path.isfile(source) else None
-    if source in RELEASED:
-        entry = RELEASED[source]
+    if source in families.RELEASES:
+        entry = families.RELEASES[source]
         path = released_checkpoint(source)
         return load_student(path, entry.family, args.model_config or entry.preset), entry.family, source, path
     if source in list_presets():
@@ -81,7 +83,7 @@ def load_source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str | N
         _, family = resolve_config(args.model_config or source, args.family)
         return build_student(args.model_config or source, family), family, None, None
     raise CheckpointError(f"{source}: no such file, preset ({', '.join(list_presets())}) or release "
-                          f"({', '.join(RELEASED)})")
+                          f"({', '.join(families.RELEASES)})")
 
 
 def _family_of(model: torch.nn.Module) -> str:

@@ -5,6 +5,9 @@ generated ``configuration_*.py`` / ``modeling_*.py`` (``trust_remote_code=True``
 :mod:`recycle_distill.hf_export.export` for the layout. Reading such a folder back is the
 checkpoint wing's job (:mod:`recycle_distill.checkpoint.hf_folder`), which this wing does not
 import the other way round.
+
+Layer ``hf_export``: may import util, families, students.config, students.blocks,
+inference.blocks, students, inference and checkpoint; never downstreams or anything above.
 """
 
 from recycle_distill.hf_export.export import export_hf

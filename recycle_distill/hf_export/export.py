@@ -28,9 +28,10 @@ from recycle_distill.checkpoint.safe_load import CheckpointError
 from recycle_distill.util.messages import short_repr
 from recycle_distill.checkpoint.hf_folder import HF_FORMAT_VERSION
 from recycle_distill.checkpoint.hf_keys import HEADS_FILE, to_hf_state_dict
-from recycle_distill.hf_export.hubert_config import PLAIN_FAMILIES, hubert_config
+from recycle_distill import families
+from recycle_distill.hf_export.hubert_config import hubert_config
 from recycle_distill.hf_export.model_card import model_card
-from recycle_distill.hf_export.remote_code import REMOTE_FAMILIES, auto_map, render
+from recycle_distill.hf_export.remote_code import auto_map, render
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
     meta = {"format_version": HF_FORMAT_VERSION, "family": family, "distiller": config.to_dict(), "release": release}
     parameters = sum(p.numel() for p in model.parameters())
     heads_file = None
-    if family in PLAIN_FAMILIES:
+    # The family's row says which kind of folder it exports as.
+    if family in families.exported_as("hubert"):
         kind = "hubert"
         hf_config = {**hubert_config(config, family), "torch_dtype": "float32", "transformers_version": version,
                      "recycle_distill": meta}
@@ -80,7 +82,7 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
         if heads:
             heads_file = HEADS_FILE
             save_file(heads, os.path.join(directory, HEADS_FILE), metadata={"format": "pt", "applies_to": "hidden_states[i+1]"})
-    elif family in REMOTE_FAMILIES:
+    elif family in families.exported_as("remote"):
         kind = "remote-code"
         for name, source in render(family).items():
             with open(os.path.join(directory, name), "w", encoding="utf-8") as handle:

@@ -3,24 +3,27 @@
 Both students are HuBERT's own post-LN architecture at another size, so no custom code is
 needed: this module says which configs ``HubertModel`` can express and writes its config. The
 weights go through the key table of :mod:`recycle_distill.checkpoint.hf_keys` (read backwards).
+Which families export this way: the rows of :mod:`recycle_distill.families` with
+``hf_export="hubert"``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from recycle_distill import families
 from recycle_distill.checkpoint.safe_load import CheckpointError
+from recycle_distill.students.registry import student_class
 
-__all__ = ["PLAIN_FAMILIES", "check_plain_exportable", "hubert_config"]
-
-PLAIN_FAMILIES = ("maskhubert", "starhubert")
+__all__ = ["check_plain_exportable", "hubert_config"]
 
 
 def check_plain_exportable(config: Any, family: str) -> None:
     """Raise when a student config uses something ``HubertModel`` cannot express."""
     problems = []
-    if family not in PLAIN_FAMILIES:
-        problems.append(f"family {family} (only {', '.join(PLAIN_FAMILIES)})")
+    plain = families.exported_as("hubert")
+    if family not in plain:
+        problems.append(f"family {family} (only {', '.join(plain)})")
     if config.required_seq_len_multiple != 1 or config.crop_seq_to_multiple != 1:
         problems.append("required_seq_len_multiple/crop_seq_to_multiple other than 1")
     if config.extractor_mode != "default":
@@ -33,7 +36,7 @@ def hubert_config(config: Any, family: str) -> dict[str, Any]:
     """transformers ``HubertConfig`` fields for a MaskHuBERT / STaRHuBERT :class:`StudentConfig`."""
     check_plain_exportable(config, family)
     dims, kernels, strides = zip(*config.conv_feature_layers)
-    masked = family == "maskhubert"
+    masked = student_class(family).has_mask_embedding  # MaskHuBERT has one, STaRHuBERT none
     return {
         "model_type": "hubert",
         "architectures": ["HubertModel"],

@@ -4,7 +4,9 @@ The card states the architecture, the parameter count, the family, the teacher a
 training data. Published SUPERB numbers (``recycle_distill/s3prl/superb/paper_results.csv``) are
 added only when the weights are a published release, recognised by the hub entry they were
 loaded through or by the source file's sha256 (:data:`PUBLISHED_SHA256`). Published weights
-carry the publisher's licence ("as stated by the publisher"); anything else is ours, MIT.
+carry the publisher's licence ("as stated by the publisher"); anything else is ours, MIT. What a
+release is (teacher, data, paper row) and each family's title and citation come from the tables
+of :mod:`recycle_distill.families`.
 """
 
 from __future__ import annotations
@@ -12,35 +14,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
 
 import yaml
 
+from recycle_distill import families
 from recycle_distill.util.safe_yaml import safe_load_bounded
 
-__all__ = ["Release", "RELEASES", "PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card"]
+__all__ = ["PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card"]
 
-
-@dataclass(frozen=True)
-class Release:
-    """A published checkpoint: its row in the paper table (None: no SUPERB row), teacher and data."""
-
-    paper_row: Optional[str]
-    teacher: str
-    data: str
-
-
-# Hub entry (recycle_distill.checkpoint.fetch.RELEASED) -> what the publisher states about it.
-RELEASES: dict[str, Release] = {
-    "armhubert_960h": Release("ARMHuBERT", "HuBERT Base", "LibriSpeech 960h"),
-    "armhubert_s_100h": Release(None, "HuBERT Base", "LibriSpeech 100h"),
-    "armhubert_s_960h": Release("ARMHuBERT-S", "HuBERT Base", "LibriSpeech 960h"),
-    "armwavlm_s_100h": Release(None, "WavLM Base+", "LibriSpeech 100h"),
-    "armwavlm_s_960h": Release("ARMwavLM-S", "WavLM Base+", "LibriSpeech 960h"),
-    "maskhubert_960h": Release("MaskHuBERT", "HuBERT Base", "LibriSpeech 960h"),
-}
 
 # sha256 of a published file -> its hub entry. Only hashes checked against the published
 # files belong here; none could be checked offline, so a file is recognised by the hub entry
@@ -54,26 +37,8 @@ SUPERB_COLUMNS = {
     "QbE": ("mtwv", "MTWV"), "SF_F1": ("f1", "F1 %"), "SF_CER": ("cer", "CER %"), "ASV": ("eer", "EER %"),
     "SD": ("der", "DER %"),
 }
-CITATIONS = {
-    "armhubert": ["@inproceedings{jang2023recycleanddistill,",
-                  "  title={Recycle-and-Distill: Universal Compression Strategy for Transformer-based Speech SSL "
-                  "Models with Attention Map Reusing and Masking Distillation},",
-                  "  author={Jang, Kangwook and Kim, Sungnyun and Yun, Se-Young and Kim, Hoirin},",
-                  "  booktitle={Proc. INTERSPEECH 2023}, pages={316--320}, year={2023}", "}"],
-    "starhubert": ["@inproceedings{jang2024star,",
-                   "  title={STaR: Distilling Speech Temporal Relation for Lightweight Speech Self-Supervised "
-                   "Learning Models},",
-                   "  author={Jang, Kangwook and Kim, Sungnyun and Kim, Hoirin},",
-                   "  booktitle={Proc. ICASSP 2024}, pages={10721--10725}, year={2024}", "}"],
-    "fithubert": ["@inproceedings{lee2022fithubert,",
-                  "  title={FitHuBERT: Going Thinner and Deeper for Knowledge Distillation of Speech Self-Supervised "
-                  "Learning},",
-                  "  author={Lee, Yeonghyeon and Jang, Kangwook and Goo, Jahyun and Jung, Youngmoon and Kim, Hoirin},",
-                  "  booktitle={Proc. INTERSPEECH 2022}, year={2022}", "}"],
-}
-CITATIONS["maskhubert"] = CITATIONS["armhubert"]
-FAMILY_NAMES = {"armhubert": "ARMHuBERT", "maskhubert": "MaskHuBERT", "starhubert": "STaRHuBERT",
-                "fithubert": "FitHuBERT"}
+# A card of a family the table does not know cites the Recycle-and-Distill paper.
+DEFAULT_CITATION = "jang2023recycleanddistill"
 
 
 def file_sha256(path: str) -> str:
@@ -86,7 +51,7 @@ def file_sha256(path: str) -> str:
 
 def identify_release(hub_entry: Optional[str] = None, source_file: Optional[str] = None) -> Optional[str]:
     """The hub entry name of a published release, from the entry used or the file's sha256."""
-    if hub_entry in RELEASES:
+    if hub_entry in families.RELEASES:
         return hub_entry
     if source_file is not None and PUBLISHED_SHA256:
         return PUBLISHED_SHA256.get(file_sha256(source_file))
@@ -121,7 +86,9 @@ def _model_index(name: str, results: dict[str, float]) -> list[dict[str, Any]]:
 def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: bool, release: Optional[str],
                teacher: Optional[str], data: Optional[str], heads_file: Optional[str]) -> str:
     """The README.md text: YAML front matter (model-index, our metadata) and the card body."""
-    published = RELEASES.get(release) if release else None
+    published = families.RELEASES.get(release) if release else None
+    row = families.FAMILIES.get(family)
+    title = row.title if row else family
     teacher = teacher or (published.teacher if published else "unknown (not recorded in the checkpoint)")
     data = data or (published.data if published else "unknown (not recorded in the checkpoint)")
     name = release or f"{family}-student"
@@ -138,7 +105,7 @@ def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: b
     if results:
         front["model-index"] = _model_index(name, results)
     body = [f"# {name}", "",
-            f"A {FAMILY_NAMES.get(family, family)} speech encoder ({parameters:,} parameters) exported by recycle-distill.", "",
+            f"A {title} speech encoder ({parameters:,} parameters) exported by recycle-distill.", "",
             "| | |", "|---|---|",
             f"| family | {family} |", f"| parameters | {parameters:,} |",
             f"| layers x width | {config['encoder_layers']} x {config['encoder_embed_dim']} "
@@ -150,13 +117,13 @@ def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: b
             "wave = torch.zeros(1, 16000)  # 16 kHz, not normalised",
             "out = model(wave, attention_mask=torch.ones_like(wave, dtype=torch.long), output_hidden_states=True)"]
     if plain and heads_file:
-        body += ["", "# MaskHuBERT's S3PRL features: the projection heads on each layer output",
+        body += ["", f"# {title}'s S3PRL features: the projection heads on each layer output",
                  "from safetensors.torch import load_file", "import torch.nn.functional as F",
                  f"heads = load_file(f'{{DIR}}/{heads_file}')",
                  "feats = [F.linear(h, heads[f'proj_head.{i}.lin_proj.weight'], heads[f'proj_head.{i}.lin_proj.bias'])",
                  "         for i, h in enumerate(out.hidden_states[1:])]"]
     elif plain:
-        body += ["feats = out.hidden_states[1:]  # STaRHuBERT's S3PRL features: the layer outputs"]
+        body += [f"feats = out.hidden_states[1:]  # {title}'s S3PRL features: the layer outputs"]
     else:
         body += ["feats = out.s3prl_hidden_states  # what the S3PRL upstream returns",
                  "heads = out.projection_states  # the prediction heads' outputs"]
@@ -167,7 +134,8 @@ def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: b
         body += [f"| {column} ({SUPERB_COLUMNS[column][1]}) | {value:g} |" for column, value in results.items()
                  if column in SUPERB_COLUMNS]
         body += [f"| Overall | {results['Overall']:g} |"] if "Overall" in results else []
-    body += ["", "## Citation", "", "```bibtex", *CITATIONS.get(family, CITATIONS["armhubert"]), "```", ""]
+    citation = families.CITATIONS[row.citation if row else DEFAULT_CITATION]
+    body += ["", "## Citation", "", "```bibtex", *citation, "```", ""]
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(body)
 
 

@@ -101,7 +101,7 @@ class Attention(nn.Module):
         return self.out_proj(_merge(torch.matmul(probs.to(v.dtype), v))), probs
 
 
-class ReusedAttention(nn.Module):
+class StudentHFReusedAttention(nn.Module):
     """ARMHuBERT: values of this layer, the previous full layer's probabilities softmaxed once more."""
 
     def __init__(self, dim: int, num_heads: int, pair_like_reference: bool) -> None:
@@ -126,7 +126,7 @@ class Layer(nn.Module):
 
     def __init__(self, dim: int, ffn: int, num_heads: int, reuse: bool, pair_like_reference: bool) -> None:
         super().__init__()
-        self.self_attn = ReusedAttention(dim, num_heads, pair_like_reference) if reuse else Attention(dim, num_heads)
+        self.self_attn = StudentHFReusedAttention(dim, num_heads, pair_like_reference) if reuse else Attention(dim, num_heads)
         self.self_attn_layer_norm = nn.LayerNorm(dim)
         self.fc1, self.fc2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
         self.final_layer_norm = nn.LayerNorm(dim)
@@ -176,7 +176,7 @@ class Head(nn.Module):
         return self.lin_proj(x) if self.lin_proj is not None else x
 
 
-class TimeReduction(nn.Module):
+class StudentHFTimeReduction(nn.Module):
     def __init__(self, dim: int, kernel: int, factor: int) -> None:
         super().__init__()
         self.kernel, self.factor = kernel, factor
@@ -195,7 +195,7 @@ class Encoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(dim)
         if cfg.get("enable_tr_layer"):
-            self.tr_layer = TimeReduction(dim, cfg["tr_conv1d_kernel"], cfg["tr_reduce_factor"])
+            self.tr_layer = StudentHFTimeReduction(dim, cfg["tr_conv1d_kernel"], cfg["tr_reduce_factor"])
         self.multiple = int(cfg.get("required_seq_len_multiple", 1))
         self.keeps = [i + 1 < len(reuse) and not reuse[i + 1] for i in range(len(reuse))]
 

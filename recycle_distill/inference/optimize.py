@@ -1,10 +1,13 @@
-"""``optimize_for_inference``: turn a trained student into a fast one, explicitly.
+"""``optimize_for_inference``: turn an existing student into a fast one, explicitly.
 
-The plain blocks in :mod:`recycle_distill.students.blocks` have one code path each. This module
-swaps each block for its inference subclass (same parameters, same state-dict keys; the
-subclass adds only a faster CPU forward and falls back to the plain one under autograd or
-on other devices), then converts the precision. The swap table is :data:`FAST_BLOCKS`;
-torch's own ``nn.utils.parametrize`` changes a module's class the same way.
+The plain blocks in :mod:`recycle_distill.students.blocks` have one code path each. A student
+can be built with the fast ones directly (``build_student(..., blocks="fast")``); this module
+converts one that exists: it swaps each block for its inference subclass (same parameters,
+same state-dict keys; the subclass adds only a faster CPU forward and falls back to the plain
+one under autograd or on other devices), then converts the precision
+(:func:`convert_precision`, also what a student built fast needs). The swap table is
+:data:`~recycle_distill.inference.blocks.table.FAST_BLOCKS`; torch's own
+``nn.utils.parametrize`` changes a module's class the same way.
 """
 
 from __future__ import annotations
@@ -17,27 +20,14 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from recycle_distill.students.encoder import TransformerEncoder
-from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
 from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
-from recycle_distill.students.blocks.positional import WeightNormConv1d
-from recycle_distill.inference.attention import FastReusedAttention, FastSelfAttention
-from recycle_distill.inference.cnn import FastConvFeatureExtractor
-from recycle_distill.inference.encoder import PerUtteranceEncoder
-from recycle_distill.inference.positional import FoldedWeightNormConv1d
+from recycle_distill.inference.blocks.table import FAST_BLOCKS, PLAIN_BLOCKS
 from recycle_distill.inference.precision import compute_dtype, parse_precision
 
 logger = logging.getLogger(__name__)
 
-# plain block -> its inference subclass (exact types: a family's own subclass keeps its block).
-FAST_BLOCKS: dict[type, type] = {
-    ConvFeatureExtractor: FastConvFeatureExtractor,
-    SelfAttention: FastSelfAttention,
-    ReusedAttention: FastReusedAttention,
-    WeightNormConv1d: FoldedWeightNormConv1d,
-    TransformerEncoder: PerUtteranceEncoder,
-}
-PLAIN_BLOCKS = {fast: plain for plain, fast in FAST_BLOCKS.items()}
+__all__ = ["optimize_for_inference", "convert_precision", "swap_blocks", "plain_blocks", "torch_int8_available",
+           "quantize_linears_int8", "FAST_BLOCKS", "PLAIN_BLOCKS"]
 
 
 def optimize_for_inference(
@@ -64,13 +54,36 @@ def optimize_for_inference(
     Returns:
         The model, in eval mode, with ``inference_precision`` set.
     """
-    precision = parse_precision(dtype)
-    out_dtype = compute_dtype(parse_precision(output_dtype, "output_dtype", ("fp32", "bf16")))
+    precision, out_dtype = _parse_precisions(dtype, output_dtype)  # refused before any copy
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
     if fast_paths:
         swap_blocks(model, FAST_BLOCKS)
+    return _convert(model, precision, out_dtype)
+
+
+def convert_precision(
+    model: nn.Module,
+    dtype: Union[str, torch.dtype, None] = "fp32",
+    *,
+    output_dtype: Union[str, torch.dtype, None] = "fp32",
+) -> nn.Module:
+    """Convert ``model`` (a student, plain or fast blocks) to ``dtype`` in place, in eval mode.
+
+    The precision half of :func:`optimize_for_inference` (see there for ``dtype`` and
+    ``output_dtype``), for a student built with the fast blocks
+    (``build_student(..., blocks="fast")``): its blocks are left as they are.
+
+    Returns:
+        ``model``, with ``inference_precision`` set.
+    """
+    precision, out_dtype = _parse_precisions(dtype, output_dtype)
+    return _convert(model.eval(), precision, out_dtype)
+
+
+def _convert(model: nn.Module, precision: str, out_dtype: torch.dtype) -> nn.Module:
+    """Weights to ``precision`` and the input/output casts, in place (the model is in eval mode)."""
     if precision == "bf16":
         model.to(torch.bfloat16)
     elif precision == "int8":
@@ -79,6 +92,13 @@ def optimize_for_inference(
     _install_casts(model, compute_dtype(precision), out_dtype)
     model.inference_precision = precision
     return model
+
+
+def _parse_precisions(dtype: Union[str, torch.dtype, None],
+                      output_dtype: Union[str, torch.dtype, None]) -> tuple[str, torch.dtype]:
+    """(precision name, output torch dtype), or the ValueError naming the option and the choices."""
+    precision = parse_precision(dtype)
+    return precision, compute_dtype(parse_precision(output_dtype, "output_dtype", ("fp32", "bf16")))
 
 
 def swap_blocks(model: nn.Module, table: dict[type, type]) -> int:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from recycle_distill.students.build import ConfigSource
 from recycle_distill.checkpoint import load_student
 from recycle_distill.s3prl.compat import apply_compat
-from recycle_distill.inference import compute_dtype, optimize_for_inference, parse_precision
+from recycle_distill.inference import compute_dtype, convert_precision, parse_precision
 from recycle_distill.students.waveforms import validate_waveforms
 from recycle_distill.students.blocks.masks import pad_waveforms
 
@@ -35,7 +35,7 @@ class StudentUpstream(nn.Module):
         family: which student to build (set by each family's expert).
         dtype: inference precision, ``fp32`` | ``bf16`` | ``int8`` (see
             :func:`recycle_distill.inference.optimize_for_inference`).
-        optimize: swap in the CPU inference blocks (default); False keeps the plain blocks.
+        optimize: build with the CPU inference blocks (default); False builds the plain blocks.
         output_dtype: dtype of the returned hidden states (``fp32`` unless asked).
         overrides: distiller keys such as ``reference_batched_reuse=True`` or
             ``per_utterance_cnn=True``.
@@ -61,10 +61,11 @@ class StudentUpstream(nn.Module):
         for s3prl_only in ("refresh", "legacy"):
             overrides.pop(s3prl_only, None)
         self.precision = parse_precision(dtype)
-        model = load_student(ckpt, self.family, model_config or None, **overrides)
+        # The blocks are chosen as the model is built; only the precision is converted after.
+        model = load_student(ckpt, self.family, model_config or None, blocks="fast" if optimize else "plain",
+                             **overrides)
         if optimize or self.precision != "fp32":
-            model = optimize_for_inference(model, self.precision, fast_paths=optimize, output_dtype=output_dtype,
-                                           inplace=True)
+            model = convert_precision(model, self.precision, output_dtype=output_dtype)
         self.model = model
         self.name = f"[{self.family}]"
 

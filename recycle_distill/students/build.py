@@ -7,12 +7,18 @@ import os
 from importlib import resources
 from typing import Any, Mapping, Optional, Union
 
+from recycle_distill import families
 from recycle_distill.students.config import ConfigError, StudentConfig, load_config_dict
 from recycle_distill.students import FAMILIES, StudentModel
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
+from recycle_distill.inference.blocks.table import FAST_BLOCKS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_student", "list_presets", "resolve_config", "infer_family", "preset_path"]
+__all__ = ["build_student", "list_presets", "resolve_config", "infer_family", "preset_path", "block_table", "BLOCKS"]
+
+# The block choices of build_student / load_student (see block_table).
+BLOCKS = ("plain", "fast")
 
 ConfigSource = Union[str, os.PathLike, Mapping[str, Any], StudentConfig]
 
@@ -34,12 +40,18 @@ def infer_family(distiller: Mapping[str, Any]) -> str:
     """``reuse_pattern`` -> armhubert; ``enable_tr_layer: true`` -> fithubert; else maskhubert.
 
     STaRHuBERT cannot be told apart from a config alone: ask for it by name.
+    The rule is the table's: the first row (table order) whose ``inferred_from`` key is set
+    (not None, empty, "None" or false), else :data:`recycle_distill.families.FALLBACK_FAMILY`.
     """
-    if distiller.get("reuse_pattern") not in (None, "", "None"):
-        return "armhubert"
-    if distiller.get("enable_tr_layer") is True:
-        return "fithubert"
-    return "maskhubert"
+    for row in families.FAMILIES.values():
+        if row.inferred_from is not None and _is_set(distiller.get(row.inferred_from)):
+            return row.name
+    return families.FALLBACK_FAMILY
+
+
+def _is_set(value: Any) -> bool:
+    """A distiller value that says something: not absent, empty, "None" or ``False``."""
+    return value is not False and value not in (None, "", "None")
 
 
 def resolve_config(
@@ -69,22 +81,42 @@ def resolve_config(
     family = family or data.get("family") or infer_family(distiller)
     if family not in FAMILIES:
         raise ConfigError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
-    if family != "armhubert" and distiller.get("reuse_pattern") not in (None, "", "None"):
+    if not families.family(family).reuses_attention and distiller.get("reuse_pattern") not in (None, "", "None"):
         logger.info("%s: ignoring reuse_pattern for family %s", where, family)
         distiller["reuse_pattern"] = None
     return StudentConfig.from_dict(distiller, source=where), family
 
 
-def build_student(source: ConfigSource, family: Optional[str] = None, **overrides: Any) -> StudentModel:
+def build_student(
+    source: ConfigSource, family: Optional[str] = None, *, blocks: str = "plain", **overrides: Any
+) -> StudentModel:
     """Build a bare student (random weights, heads and ``mask_emb`` included) in eval mode.
 
     Args:
         source: a preset name (:func:`list_presets`), a reference/our YAML path, a dict
             (whole training YAML or its ``distiller:`` section) or a :class:`StudentConfig`.
         family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``; inferred when None.
+        blocks: ``"plain"`` (one code path each; training, export) or ``"fast"`` (the CPU
+            inference blocks of :mod:`recycle_distill.inference.blocks`; same parameters and
+            state dict). See :func:`block_table`.
         overrides: distiller keys to replace, e.g. ``reference_batched_reuse=True``.
     """
+    table = block_table(blocks)
     config, family = resolve_config(source, family, **overrides)
-    model = FAMILIES[family](config)
+    model = FAMILIES[family](config, blocks=table)
     model.eval()
     return model
+
+
+def block_table(blocks: str) -> BlockTable:
+    """The block table a student is built with (see :mod:`recycle_distill.students.blocks.table`).
+
+    ``"plain"``: the plain blocks. ``"fast"``: the fast CPU inference blocks (the table
+    ``FAST_BLOCKS``): the model computes exactly what ``optimize_for_inference`` makes of the
+    plain one, with nothing converted afterwards but the precision.
+    """
+    if blocks == "plain":
+        return PLAIN
+    if blocks == "fast":
+        return FAST_BLOCKS
+    raise ValueError(f"blocks: expected one of {', '.join(BLOCKS)}, got {blocks!r}")

@@ -2,7 +2,9 @@
 
 The reference training YAMLs hold the architecture in a ``distiller:`` section whose list
 values are Python-literal strings; :func:`parse_literal` reads them without ``eval``.
-Unknown keys warn (the reference sections carry training-only keys); wrong types fail.
+Unknown keys warn (the reference sections carry training-only keys); wrong types fail. The
+checks use the package's one config checker (:mod:`recycle_distill.util.config_check`), whose
+:class:`ConfigError` is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
-from recycle_distill.util.coerce import TypeMismatch, coerce
+from recycle_distill.util.config_check import ConfigError, Range, check_type, is_number, unknown_keys
 from recycle_distill.util.literal import parse_literal
 from recycle_distill.util.messages import short_repr
 from recycle_distill.util.safe_yaml import safe_load_bounded
@@ -50,10 +52,8 @@ INERT_KEYS = tuple(INERT_DEFAULTS)
 
 
 MAX_LAYERS = 256
-
-
-class ConfigError(ValueError):
-    """A student config that cannot build a model; the message names the key."""
+POSITIVE = Range(0, None, low_closed=False)
+AT_LEAST_ONE = Range(1)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class StudentConfig:
             if not isinstance(data, Mapping):
                 raise ConfigError(f"{source}: 'distiller' section must be a mapping")
         typed = {f.name for f in dataclasses.fields(cls)} - {"inert"}
-        unknown = sorted(str(key) for key in set(data) - typed - set(INERT_DEFAULTS))
+        unknown = sorted(str(key) for key in unknown_keys(set(data), typed | set(INERT_DEFAULTS)))
         if unknown:
             logger.warning("%s: ignoring unknown distiller keys: %s", source, short_repr(", ".join(unknown), 500))
         missing = [k for k in REQUIRED_KEYS if k not in data]
@@ -173,13 +173,13 @@ class StudentConfig:
         if not self.conv_feature_layers:
             raise ConfigError("config key 'conv_feature_layers': at least one conv layer is needed")
         for spec in self.conv_feature_layers:
-            if len(spec) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in spec):
+            if len(spec) != 3 or not all(is_number(v, integer=True, within=POSITIVE) for v in spec):
                 raise ConfigError(
                     f"config key 'conv_feature_layers': each entry must be (dim, kernel, stride) "
                     f"positive ints, got {short_repr(spec)}"
                 )
         for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads"):
-            if getattr(self, key) <= 0:
+            if getattr(self, key) not in POSITIVE:
                 raise ConfigError(f"config key '{key}': must be positive, got {getattr(self, key)}")
         # Far beyond any speech model; a bound keeps a hostile config from building millions
         # of modules (sizes themselves are checked against the weights before allocation).
@@ -219,7 +219,7 @@ class StudentConfig:
                     f"students (only {supported!r})"
                 )
         for key in ("required_seq_len_multiple", "crop_seq_to_multiple", "tr_reduce_factor", "tr_conv1d_kernel"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) not in AT_LEAST_ONE:
                 raise ConfigError(f"config key '{key}': must be >= 1, got {getattr(self, key)}")
         if self.enable_tr_layer and self.tr_layer_index != 0:
             raise ConfigError("config key 'tr_layer_index': only 0 (before the first layer) is supported")
@@ -235,12 +235,11 @@ class StudentConfig:
 
 
 def _coerced(key: str, value: Any, annotation: str) -> Any:
-    try:
-        return coerce(value, annotation)
-    except TypeMismatch:
-        raise ConfigError(
-            f"config key '{key}': expected {annotation}, got {short_repr(value)} ({type(value).__name__})"
-        ) from None
+    """``value`` in its type; the message names the whole annotation (``Optional`` included)."""
+    return check_type(
+        value, annotation,
+        lambda _: f"config key '{key}': expected {annotation}, got {short_repr(value)} ({type(value).__name__})",
+    )
 
 
 def load_config_dict(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple[dict, str]:

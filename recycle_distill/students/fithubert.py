@@ -9,15 +9,20 @@ from torch import Tensor, nn
 from recycle_distill.students.config import ConfigError, StudentConfig
 from recycle_distill.students.blocks.heads import ProjectionHead, TimeReduction, TimeUpsampler
 from recycle_distill.students.blocks.masks import conv_output_lengths, lengths_to_padding_mask
-from recycle_distill.students.encoder import TransformerEncoder
+from recycle_distill.students.blocks.encoder import TransformerEncoder
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
 from recycle_distill.students.model import StudentModel
 
 
 class TimeReducingEncoder(TransformerEncoder):
-    """Encoder with a strided Conv1d (``tr_layer``) between the positional conv and layer 1."""
+    """Encoder with a strided Conv1d (``tr_layer``) between the positional conv and layer 1.
 
-    def __init__(self, config: StudentConfig, layers: list[nn.Module]) -> None:
-        super().__init__(config, layers)
+    The block table has no entry for it (tables key on exact plain classes), so it is the
+    same class with the fast blocks; its positional conv and layers do take the table.
+    """
+
+    def __init__(self, config: StudentConfig, layers: list[nn.Module], blocks: BlockTable = PLAIN) -> None:
+        super().__init__(config, layers, blocks)
         self.tr_layer = TimeReduction(config.encoder_embed_dim, config.tr_conv1d_kernel, config.tr_reduce_factor)
 
     def before_layers(self, x: Tensor, padding_mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
@@ -41,14 +46,14 @@ class FitHuBERT(StudentModel):
 
     family = "fithubert"
 
-    def __init__(self, config: StudentConfig) -> None:
+    def __init__(self, config: StudentConfig, blocks: BlockTable = PLAIN) -> None:
         if not config.enable_tr_layer:
             raise ConfigError("config key 'enable_tr_layer': FitHuBERT needs it true")
-        super().__init__(config)
+        super().__init__(config, blocks)
         self.upsampler = TimeUpsampler(config.encoder_embed_dim, config.tr_reduce_factor)
 
-    def build_encoder(self, config: StudentConfig) -> TransformerEncoder:
-        return TimeReducingEncoder(config, self.build_layers(config))
+    def build_encoder(self, config: StudentConfig, blocks: BlockTable = PLAIN) -> TransformerEncoder:
+        return TimeReducingEncoder(config, self.build_layers(config, blocks), blocks)
 
     def build_heads(self, config: StudentConfig) -> Optional[nn.ModuleList]:
         for layer in config.pred_layer_id:

@@ -2,7 +2,9 @@
 
 A family subclasses :class:`StudentModel` and overrides the block builders
 (:meth:`build_layers`, :meth:`build_encoder`, :meth:`build_heads`) and
-:meth:`hidden_states`; nothing else differs between families.
+:meth:`hidden_states`; nothing else differs between families. The builders hand the block
+table (:mod:`recycle_distill.students.blocks.table`) down, so one argument chooses the plain
+blocks or the fast CPU inference ones for the whole model.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from recycle_distill.students.key_layout import rename_keys, to_module_key, to_r
 from recycle_distill.students.blocks.grad import grad_multiply
 from recycle_distill.students.blocks.heads import ProjectionHead
 from recycle_distill.students.blocks.masks import conv_output_lengths, lengths_to_padding_mask, optional_mask
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
 from recycle_distill.students.blocks.transformer_layer import TransformerLayer
-from recycle_distill.students.encoder import TransformerEncoder
+from recycle_distill.students.blocks.encoder import TransformerEncoder
 
 
 @dataclass
@@ -62,22 +65,25 @@ class StudentModel(nn.Module):
 
     Args:
         config: a validated :class:`StudentConfig`.
+        blocks: the block table: :data:`~recycle_distill.students.blocks.table.PLAIN` (default)
+            or the fast CPU inference blocks (``build_student(..., blocks="fast")``).
     """
 
     family = "student"
     has_mask_embedding = True
     always_builds_padding_mask = False
 
-    def __init__(self, config: StudentConfig) -> None:
+    def __init__(self, config: StudentConfig, blocks: BlockTable = PLAIN) -> None:
         super().__init__()
         self.config = config
         cnn_dim, embed_dim = config.cnn_output_dim, config.encoder_embed_dim
         if self.has_mask_embedding:
             self.mask_emb = nn.Parameter(torch.empty(embed_dim).uniform_())
-        self.feature_extractor = ConvFeatureExtractor(config.conv_feature_layers, config.conv_bias)
+        self.feature_extractor = blocks.get(ConvFeatureExtractor, ConvFeatureExtractor)(
+            config.conv_feature_layers, config.conv_bias)
         self.post_extract_proj = nn.Linear(cnn_dim, embed_dim) if cnn_dim != embed_dim else None
         self.dropout_input = nn.Dropout(config.dropout_input)
-        self.encoder = self.build_encoder(config)
+        self.encoder = self.build_encoder(config, blocks)
         self.layer_norm = nn.LayerNorm(cnn_dim)
         self.proj_head = self.build_heads(config)
         # state_dict() speaks the released checkpoints' key layout; loading accepts it.
@@ -85,12 +91,12 @@ class StudentModel(nn.Module):
         self.register_load_state_dict_pre_hook(_from_released_layout)
 
     # ---------------------------------------------------------------- blocks
-    def build_layers(self, config: StudentConfig) -> list[nn.Module]:
+    def build_layers(self, config: StudentConfig, blocks: BlockTable = PLAIN) -> list[nn.Module]:
         """N full-attention post-LN layers."""
-        return [self.full_attention_layer(config) for _ in range(config.encoder_layers)]
+        return [self.full_attention_layer(config, blocks) for _ in range(config.encoder_layers)]
 
     @staticmethod
-    def full_attention_layer(config: StudentConfig) -> TransformerLayer:
+    def full_attention_layer(config: StudentConfig, blocks: BlockTable = PLAIN) -> TransformerLayer:
         return TransformerLayer(
             config.encoder_embed_dim,
             config.encoder_ffn_embed_dim,
@@ -98,10 +104,11 @@ class StudentModel(nn.Module):
             config.dropout,
             config.attention_dropout,
             config.activation_dropout,
+            blocks=blocks,
         )
 
-    def build_encoder(self, config: StudentConfig) -> TransformerEncoder:
-        return TransformerEncoder(config, self.build_layers(config))
+    def build_encoder(self, config: StudentConfig, blocks: BlockTable = PLAIN) -> TransformerEncoder:
+        return blocks.get(TransformerEncoder, TransformerEncoder)(config, self.build_layers(config, blocks), blocks)
 
     def build_heads(self, config: StudentConfig) -> Optional[nn.ModuleList]:
         """One Linear(E, pred_head_final_dim) head per layer."""

@@ -1,13 +1,57 @@
-"""The student classes by family name, in the order of :data:`recycle_distill.families.FAMILY_NAMES`."""
+"""The student classes by family name: a live view of :data:`recycle_distill.families.FAMILIES`.
 
-from recycle_distill.families import FAMILY_NAMES
-from recycle_distill.students.armhubert import ARMHuBERT
-from recycle_distill.students.fithubert import FitHuBERT
-from recycle_distill.students.maskhubert import MaskHuBERT
+Each row names its class as ``"module:Class"``; the class is imported on first use, so a row
+registered at run time (:func:`recycle_distill.families.register_family`) is a family here too,
+and removing a row removes it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+
+from recycle_distill import families
 from recycle_distill.students.model import StudentModel
-from recycle_distill.students.starhubert import STaRHuBERT
 
-_CLASSES = {cls.family: cls for cls in (ARMHuBERT, MaskHuBERT, STaRHuBERT, FitHuBERT)}
-if set(_CLASSES) != set(FAMILY_NAMES):  # a new family needs its name in recycle_distill/families.py
-    raise ImportError(f"student classes {sorted(_CLASSES)} do not match FAMILY_NAMES {FAMILY_NAMES}")
-FAMILIES: dict[str, type[StudentModel]] = {name: _CLASSES[name] for name in FAMILY_NAMES}
+__all__ = ["FAMILIES", "student_class"]
+
+
+@lru_cache(maxsize=None)
+def _import_class(spec: str, name: str) -> type[StudentModel]:
+    """The class ``spec`` (``"module:Class"``) of the family ``name``, checked."""
+    module_name, _, attribute = spec.partition(":")
+    cls = getattr(importlib.import_module(module_name), attribute, None)
+    if not (isinstance(cls, type) and issubclass(cls, StudentModel)):
+        raise ImportError(f"family '{name}': {spec} is not a StudentModel subclass")
+    if cls.family != name:  # model.family names the family in errors and exports
+        raise ImportError(f"family '{name}': {spec} says family = {cls.family!r}; set it to {name!r}")
+    return cls
+
+
+def student_class(name: str) -> type[StudentModel]:
+    """The :class:`StudentModel` subclass of family ``name`` (``KeyError`` for an unknown one)."""
+    row = families.FAMILIES[name]
+    return _import_class(row.student_class, row.name)
+
+
+class _StudentClasses(Mapping):
+    """name -> class, in table order; reads the table on every access (no copy to go stale)."""
+
+    def __getitem__(self, name: str) -> type[StudentModel]:
+        return student_class(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(families.FAMILIES))
+
+    def __len__(self) -> int:
+        return len(families.FAMILIES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in families.FAMILIES
+
+    def __repr__(self) -> str:
+        return f"FAMILIES({', '.join(families.FAMILIES)})"
+
+
+FAMILIES: Mapping[str, type[StudentModel]] = _StudentClasses()

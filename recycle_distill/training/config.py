@@ -9,7 +9,6 @@ the closest valid key; inside ``distiller`` they only warn, as in the runtime.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
 import os
@@ -19,8 +18,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from recycle_distill import families
 from recycle_distill.students.build import resolve_config
-from recycle_distill.util.coerce import TypeMismatch, coerce
+from recycle_distill.util.config_check import Range, check_known, check_type, is_number
 from recycle_distill.students.config import ConfigError, StudentConfig, load_config_dict
 from recycle_distill.util.messages import short_repr
 from recycle_distill.util.sample_rate import SAMPLE_RATE
@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 __all__ = ["TrainConfig", "load_train_config", "list_recipes", "recipe_path", "config_help"]
+
+
+def _or_list(names: Sequence[str]) -> str:
+    """``a, b, c or d`` (for messages that list choices)."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _key(default: Any, help: str, **kwargs: Any) -> Any:
@@ -85,7 +91,7 @@ class TrainSection:
     delete_projections: bool = _key(False, "export without prediction heads (FitHuBERT keeps the last)")
     specaug: bool = _key(False, "reference key; SpecAugment on student input is not supported (must be false)")
     mask_prob_schedule: str = _key("", "reference key; schedules are not supported (must be empty)")
-    objective: Optional[str] = _key(None, "masking, star, fithubert or layer_hints; default from the family")
+    objective: Optional[str] = _key(None, f"{_or_list(families.OBJECTIVES)}; default from the family")
     exclude_padding: bool = _key(False, "drop padded frames from the masking loss (reference: counted)")
     star_normalization: str = _key("dim", "STaR Gram normalisation: none, dim or cosine")
     gradient_clip: float = _key(10.0, "clip the gradient norm (0 = off)")
@@ -151,7 +157,7 @@ class TrainConfig:
 
     @property
     def objective(self) -> str:
-        return self.train.objective or {"starhubert": "star", "fithubert": "fithubert"}.get(self.family, "masking")
+        return self.train.objective or families.family(self.family).default_objective
 
     @property
     def precision(self) -> str:
@@ -188,9 +194,9 @@ def load_train_config(
     data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in data.items()}
     for item in overrides:
         _apply_override(data, item)
-    unknown_sections = sorted(set(data) - set(SECTIONS) - {"distiller", "family", *FREE_SECTIONS})
-    for name in unknown_sections:
-        raise ConfigError(f"{where}: unknown section '{name}'{_suggest(name, [*SECTIONS, 'distiller', 'family'])}")
+    known = [*SECTIONS, "distiller", "family"]
+    check_known(sorted(set(data) - set(FREE_SECTIONS), key=str), known,
+                lambda name, hint: f"{where}: unknown section '{name}'{hint}")
     sections = {name: _build_section(cls, data.get(name) or {}, name, where) for name, cls in SECTIONS.items()}
     if "distiller" not in data:
         raise ConfigError(f"{where}: no 'distiller' section (the student architecture)")
@@ -202,24 +208,26 @@ def load_train_config(
 
 def _build_section(cls: type, values: Mapping[str, Any], name: str, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in fields:
-            shown = key if isinstance(key, str) and len(key) <= 100 else short_repr(key)
-            raise ConfigError(f"{where}: unknown key '{name}.{shown}'{_suggest(str(shown), fields, prefix=name + '.')}")
+    check_known(values, fields, lambda shown, hint: f"{where}: unknown key '{name}.{shown}'{hint}",
+                prefix=name + ".", show=_shown_key)
     kwargs = {}
     for key, value in values.items():
         kwargs[key] = _coerce(value, fields[key], f"{name}.{key}", where)
     return cls(**kwargs)
 
 
+def _shown_key(key: Any) -> str:
+    """A key as the unknown-key message shows it: itself, or a bounded repr when long or not text."""
+    return key if isinstance(key, str) and len(key) <= 100 else short_repr(key)
+
+
 def _coerce(value: Any, spec: dataclasses.Field, key: str, where: str) -> Any:
-    """The value in its key's type (the shared rules of :func:`recycle_distill.util.coerce.coerce`)."""
-    try:
-        return coerce(value, str(spec.type))
-    except TypeMismatch as err:
+    """The value in its key's type (the shared rules of :func:`recycle_distill.util.config_check.check_type`)."""
+    def message(expected: str) -> str:
         if value is None:
-            raise ConfigError(f"{where}: '{key}' may not be empty") from None
-        raise ConfigError(f"{where}: '{key}' expects {err.expected}, got {short_repr(value)}") from None
+            return f"{where}: '{key}' may not be empty"
+        return f"{where}: '{key}' expects {expected}, got {short_repr(value)}"
+    return check_type(value, str(spec.type), message)
 
 
 def _apply_override(data: dict, item: str) -> None:
@@ -240,40 +248,36 @@ def _apply_override(data: dict, item: str) -> None:
     target[name] = value
 
 
-def _suggest(key: str, candidates: Any, prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
-
-
-# Every numeric key's valid range: (low, high, low included, high included); None = open.
+# Every numeric key's valid range (the one checker's Range: closed ends unless said otherwise).
 # Checked by load_train_config (and so by --check) before any data or teacher is loaded.
-RANGES: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
-    "teacher.mask_prob": (0.0, 1.0, True, True),
-    "teacher.mask_length": (1, None, True, False),
-    "teacher.mask_other": (0.0, None, True, False),
-    "teacher.mask_min_space": (0, None, True, False),
-    "train.num_epochs": (0, None, True, False),
-    "train.max_steps": (0, None, True, False),
-    "train.gpus": (0, None, True, False),
-    "train.batch_size": (1, None, True, False),
-    "train.accumulate_grad_batches": (1, None, True, False),
-    "train.rec_loss_weight": (0.0, None, True, False),
-    "train.distil_random_layer": (0, None, True, False),
-    "train.random_layer_weight": (0.0, None, True, False),
-    "train.gradient_clip": (0.0, None, True, False),
-    "train.seed": (0, 2**32 - 1, True, True),
-    "train.num_workers": (0, None, True, False),
-    "train.max_audio_seconds": (0.0, None, False, False),
-    "train.log_every_steps": (1, None, True, False),
-    "train.val_every_steps": (0, None, True, False),
-    "train.save_every_steps": (0, None, True, False),
-    "train.keep_last": (1, None, True, False),
-    "train.max_bad_steps": (1, None, True, False),
-    "optimizer.lr": (0.0, None, False, False),
-    "optimizer.warmup_proportion": (0.0, 1.0, True, False),
-    "optimizer.eps": (0.0, None, False, False),
-    "optimizer.weight_decay": (0.0, None, True, False),
+RANGES: dict[str, Range] = {
+    "teacher.mask_prob": Range(0.0, 1.0),
+    "teacher.mask_length": Range(1),
+    "teacher.mask_other": Range(0.0),
+    "teacher.mask_min_space": Range(0),
+    "train.num_epochs": Range(0),
+    "train.max_steps": Range(0),
+    "train.gpus": Range(0),
+    "train.batch_size": Range(1),
+    "train.accumulate_grad_batches": Range(1),
+    "train.rec_loss_weight": Range(0.0),
+    "train.distil_random_layer": Range(0),
+    "train.random_layer_weight": Range(0.0),
+    "train.gradient_clip": Range(0.0),
+    "train.seed": Range(0, 2**32 - 1),
+    "train.num_workers": Range(0),
+    "train.max_audio_seconds": Range(0.0, low_closed=False),
+    "train.log_every_steps": Range(1),
+    "train.val_every_steps": Range(0),
+    "train.save_every_steps": Range(0),
+    "train.keep_last": Range(1),
+    "train.max_bad_steps": Range(1),
+    "optimizer.lr": Range(0.0, low_closed=False),
+    "optimizer.warmup_proportion": Range(0.0, 1.0, high_closed=False),
+    "optimizer.eps": Range(0.0, low_closed=False),
+    "optimizer.weight_decay": Range(0.0),
 }
+BETA = Range(0.0, 1.0, high_closed=False)  # each of optimizer.betas
 
 
 def _check_ranges(config: TrainConfig) -> None:
@@ -286,17 +290,11 @@ def _check_ranges(config: TrainConfig) -> None:
                 raise ConfigError(f"{key}: must be a finite number, got {value}")
             if key not in RANGES or value is None:
                 continue
-            low, high, low_in, high_in = RANGES[key]
-            below = low is not None and (value < low or (value == low and not low_in))
-            above = high is not None and (value > high or (value == high and not high_in))
-            if below or above:
-                left = "(-inf" if low is None else ("[" if low_in else "(") + f"{low:g}"
-                right = "inf)" if high is None else f"{high:g}" + ("]" if high_in else ")")
-                raise ConfigError(f"{key}: must be in {left}, {right}, got {value:g}")
+            if value not in RANGES[key]:
+                raise ConfigError(f"{key}: must be in {RANGES[key]}, got {value:g}")
     betas = config.optimizer.betas
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                                  for b in betas):
-        raise ConfigError(f"optimizer.betas: must be two numbers in [0, 1), got {short_repr(betas)}")
+    if len(betas) != 2 or not all(is_number(b, within=BETA) for b in betas):
+        raise ConfigError(f"optimizer.betas: must be two numbers in {BETA}, got {short_repr(betas)}")
     seconds = config.train.max_audio_seconds
     if seconds is not None:
         field = _receptive_field(config.student)
@@ -329,18 +327,13 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {short_repr(train.rec_loss_type)}")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {short_repr(config.precision)}")
-    if config.objective not in ("masking", "star", "fithubert", "layer_hints"):
-        raise ConfigError(f"train.objective: masking, star, fithubert or layer_hints, got {short_repr(config.objective)}")
-    if config.objective == "layer_hints" and config.family == "starhubert":
-        raise ConfigError("train.objective: layer_hints trains the projection heads, which starhubert lacks")
+    if config.objective not in families.OBJECTIVES:
+        raise ConfigError(f"train.objective: {_or_list(families.OBJECTIVES)}, got {short_repr(config.objective)}")
+    refusal = families.objective_refusal(config.objective, config.family)  # the family's row says which it takes
+    if refusal is not None:
+        raise ConfigError(f"train.objective: {refusal}")
     if config.teacher.target not in ("layers", "weighted_sum"):
         raise ConfigError(f"teacher.target: layers or weighted_sum, got {short_repr(config.teacher.target)}")
-    if config.objective == "masking" and config.family not in ("armhubert", "maskhubert"):
-        raise ConfigError(f"train.objective: masking distillation needs heads and mask_emb, which {config.family} lacks")
-    if config.objective == "fithubert" and config.family != "fithubert":
-        raise ConfigError("train.objective: fithubert hints need the fithubert family (time reduction + heads)")
-    if config.objective == "star" and config.family == "fithubert":
-        raise ConfigError("train.objective: STaR needs layer outputs at the CNN frame rate; not fithubert")
     if train.batch_size < 1 or train.accumulate_grad_batches < 1:
         raise ConfigError("train.batch_size and train.accumulate_grad_batches must be >= 1")
     if train.num_epochs < 1 and train.max_steps < 1:
@@ -373,6 +366,6 @@ def config_help() -> str:
             lines.append(f"  {spec.name} (default {default!r}): {spec.metadata.get('help', '')}")
         lines.append("")
     lines.append("distiller: the student architecture (see recycle_distill.StudentConfig; unknown keys warn)")
-    lines.append("family: armhubert, maskhubert, starhubert or fithubert (default: inferred from distiller)")
+    lines.append(f"family: {_or_list(list(families.FAMILIES))} (default: inferred from distiller)")
     lines.append("specaug: accepted and ignored (train.specaug must be false)")
     return "\n".join(lines)

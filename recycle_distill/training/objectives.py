@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recycle_distill import families
 from recycle_distill.training.data.collate import AudioBatch
 from recycle_distill.training.losses import (
     fithubert_hint_loss,
@@ -197,7 +198,7 @@ class LayerHintsObjective(Objective):
     """
 
     def _head_layers(self, num_heads: int) -> list[int]:
-        if self.config.family == "fithubert":
+        if families.family(self.config.family).time_reduction:  # FitHuBERT: heads sit on chosen layers
             return list(self.config.student.pred_layer_id)
         return list(range(num_heads))
 

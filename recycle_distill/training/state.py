@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from recycle_distill import families
 from recycle_distill.checkpoint import safe_torch_load, save_compact
 from recycle_distill.checkpoint.compact import atomic_write
 
@@ -99,7 +100,7 @@ def export_student(path: str, model: torch.nn.Module, family: str, delete_projec
     """
     config = model.config.to_dict()
     state = {k: v for k, v in model.state_dict().items()}
-    if delete_projections and family == "fithubert":
+    if delete_projections and families.family(family).time_reduction:
         last = len(config["pred_layer_id"]) - 1
         config["pred_layer_id"] = [config["encoder_layers"] - 1]
         state = {_renumber_head(k, last): v for k, v in state.items() if not _is_head(k) or _head_index(k) == last}

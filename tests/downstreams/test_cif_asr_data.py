@@ -24,7 +24,7 @@ from recycle_distill.downstreams.cif_asr.dataset import (
 )
 from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCache, FeatureCacheError, build_cache
 from recycle_distill.downstreams.cif_asr.lm_teacher import LanguageModelTeacher, TeacherError
-from recycle_distill.downstreams.cif_asr.sampler import LengthBucketBatchSampler
+from recycle_distill.downstreams.cif_asr.sampler import DurationSortedBatchSampler
 from recycle_distill.downstreams.cif_asr.text import (
     BOS,
     EOS,
@@ -399,17 +399,17 @@ def test_load_audio_resamples_and_mixes_down(tmp_path):
 
 def test_length_bucket_sampler():
     durations = [1.0, 5.0, 2.0, 2.0, 8.0, 1.5, 3.0, 2.5, 9.5]
-    sampler = LengthBucketBatchSampler(durations, batch_size=3, max_seconds=10.0, seed=1)
+    sampler = DurationSortedBatchSampler(durations, batch_size=3, max_seconds=10.0, seed=1)
     first, second = sampler.batches(0), sampler.batches(1)
     for batches in (first, second):
         assert sorted(i for batch in batches for i in batch) == list(range(9))
         assert all(len(b) <= 3 and (len(b) == 1 or sum(durations[i] for i in b) <= 10.0) for b in batches)
-    assert first == LengthBucketBatchSampler(durations, 3, max_seconds=10.0, seed=1).batches(0)
+    assert first == DurationSortedBatchSampler(durations, 3, max_seconds=10.0, seed=1).batches(0)
     assert first != second
     assert list(iter(sampler)) == first and list(iter(sampler)) == second  # epochs advance by themselves
-    plain = LengthBucketBatchSampler(durations, batch_size=4, shuffle=False)
+    plain = DurationSortedBatchSampler(durations, batch_size=4, shuffle=False)
     assert plain.batches(0) == [[0, 5, 2, 3], [7, 6, 1, 4], [8]]
-    assert LengthBucketBatchSampler(durations, 4, shuffle=False, drop_last=True).batches(0) == [[0, 5, 2, 3], [7, 6, 1, 4]]
+    assert DurationSortedBatchSampler(durations, 4, shuffle=False, drop_last=True).batches(0) == [[0, 5, 2, 3], [7, 6, 1, 4]]
 
 
 # ----------------------------------------------------------------------------- cif-prepare

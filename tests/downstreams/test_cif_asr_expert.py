@@ -16,7 +16,7 @@ from recycle_distill.downstreams.cif_asr.dataset import UnitError, prepare_split
 from recycle_distill.downstreams.cif_asr.expert import DownstreamExpert
 from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCacheError, build_cache
 from recycle_distill.downstreams.cif_asr.lm_teacher import LanguageModelTeacher
-from recycle_distill.downstreams.cif_asr.model import FrameRateError
+from recycle_distill.downstreams.cif_asr.model import CifFrameRateError
 
 from helpers.cif_asr_data import make_aishell_corpus, make_librispeech_corpus, write_tiny_bert
 
@@ -131,18 +131,18 @@ def test_upstream_frame_rate(corpus, tmp_path, rate, ok):
         DownstreamExpert(16, rate, _section(corpus), str(tmp_path / "exp"))
         return
     period = 1000 * rate / 16000
-    with pytest.raises(FrameRateError, match=rf"frame period {period:g} ms .*cannot reach the CIF window 60-100 ms"):
+    with pytest.raises(CifFrameRateError, match=rf"frame period {period:g} ms .*cannot reach the CIF window 60-100 ms"):
         DownstreamExpert(16, rate, _section(corpus), str(tmp_path / "exp"))
 
 
 def test_settings_errors_name_the_key(corpus, tmp_path):
-    from recycle_distill.downstreams.cif_asr.config import CifConfigError
+    from recycle_distill.util.config_check import ConfigError
 
-    with pytest.raises(CifConfigError, match=r"downstream_expert.corpus.unit_eror: unknown key; did you mean 'unit_error'"):
+    with pytest.raises(ConfigError, match=r"downstream_expert.corpus.unit_eror: unknown key; did you mean 'unit_error'"):
         section = _section(corpus)
         section["corpus"]["unit_eror"] = "skip"
         DownstreamExpert(16, 320, section, str(tmp_path / "exp"))
-    with pytest.raises(CifConfigError, match="downstream_expert.lm.path"):
+    with pytest.raises(ConfigError, match="downstream_expert.lm.path"):
         DownstreamExpert(16, 320, _section(corpus, lm__path=""), str(tmp_path / "exp"))
 
 

@@ -4,6 +4,7 @@ metrics (rules in docs/cif.md)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -13,12 +14,14 @@ from recycle_distill.downstreams.cif_asr.config import (
     CifAsrConfig,
     CifConfigError,
     DecodeConfig,
+    ExpertSettings,
     LossConfig,
     ModelConfig,
 )
 from recycle_distill.downstreams.cif_asr.decoder import CifDecoder
 from recycle_distill.downstreams.cif_asr.metrics import character_error_rate, error_rate, word_error_rate
-from recycle_distill.downstreams.cif_asr.model import CifRecognizer, FrameRateError, plan_poolings
+from recycle_distill.downstreams.cif_asr.model import CifRecognizer, CifFrameRateError, plan_poolings
+from recycle_distill.util.config_check import ConfigError
 
 BLANK, PAD, BOS, EOS = 0, 1, 2, 3
 VOCAB = 12
@@ -50,23 +53,54 @@ def batch(lengths=(50, 37, 20), token_lengths=(6, 4, 3), seed=1):
 
 
 def test_config_unknown_key_names_the_closest():
-    with pytest.raises(CifConfigError, match=r"^model\.d_modle: unknown key; did you mean 'd_model'\?$"):
+    with pytest.raises(ConfigError, match=r"^model\.d_modle: unknown key; did you mean 'd_model'\?$"):
         ModelConfig.from_dict({"d_modle": 8})
-    with pytest.raises(CifConfigError, match=r"^loss\.acd_temprature: unknown key; did you mean 'acd_temperature'\?$"):
+    with pytest.raises(ConfigError, match=r"^loss\.acd_temprature: unknown key; did you mean 'acd_temperature'\?$"):
         CifAsrConfig.from_dict({"loss": {"acd_temprature": 0.1}})
-    with pytest.raises(CifConfigError, match=r"^decod: unknown section; did you mean 'decode'\?$"):
+    with pytest.raises(ConfigError, match=r"^decod: unknown section; did you mean 'decode'\?$"):
         CifAsrConfig.from_dict({"decod": {}})
 
 
 def test_config_ranges_name_the_key():
-    with pytest.raises(CifConfigError, match=r"^model\.conformer_dropout: a number in \[0, 1\), got 1\.5$"):
+    with pytest.raises(ConfigError, match=r"^model\.conformer_dropout: a number in \[0, 1\), got 1\.5$"):
         ModelConfig.from_dict({"conformer_dropout": 1.5})
-    with pytest.raises(CifConfigError, match=r"^model\.decoder_heads: a divisor of d_model \(96\), got 5$"):
+    with pytest.raises(ConfigError, match=r"^model\.decoder_heads: a divisor of d_model \(96\), got 5$"):
         ModelConfig.from_dict({"d_model": 96, "decoder_heads": 5})
-    with pytest.raises(CifConfigError, match=r"^decode\.beam_size: a positive integer, got 0$"):
+    with pytest.raises(ConfigError, match=r"^decode\.beam_size: a positive integer, got 0$"):
         DecodeConfig.from_dict({"beam_size": 0})
-    with pytest.raises(CifConfigError, match=r"^loss\.lrd: a finite number >= 0, got -0\.01$"):
+    with pytest.raises(ConfigError, match=r"^loss\.lrd: a finite number >= 0, got -0\.01$"):
         LossConfig.from_dict({"lrd": -0.01})
+
+
+def test_config_errors_are_the_packages_one_config_error():
+    # The old name stays importable; the CLI's exit status 2 goes by the class name ConfigError.
+    assert CifConfigError is ConfigError
+    with pytest.raises(ConfigError) as caught:
+        ExpertSettings.from_dict({"corpus": {"root": "/r"}, "lm": {"path": "/p"}, "loss": {"ctc": -1}})
+    assert type(caught.value).__name__ == "ConfigError" and str(caught.value) == "loss.ctc: a finite number >= 0, got -1"
+
+
+@pytest.mark.parametrize("section, key, value, wanted", [
+    ("model", "cif_threshold", True, "a number in (0, 1]"),
+    ("model", "cif_threshold", "0.9", "a number in (0, 1]"),
+    ("model", "cif_threshold", None, "a number in (0, 1]"),
+    ("loss", "acd_temperature", True, "a number > 0"),
+    ("decode", "tail_threshold", False, "a number in [0, 1)"),
+    ("model", "d_model", True, "a positive integer"),
+    ("model", "conformer_dropout", False, "a number in [0, 1)"),
+])
+def test_config_numbers_are_never_bools_or_text(section, key, value, wanted):
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: {re.escape(wanted)}, got {re.escape(repr(value))}$"):
+        CifAsrConfig.from_dict({section: {key: value}})
+
+
+def test_expert_data_numbers_are_never_bools():
+    base = {"corpus": {"root": "/r"}, "lm": {"path": "/p"}}
+    with pytest.raises(ConfigError, match=r"^downstream_expert\.data\.num_workers: an integer >= 0, got False$"):
+        ExpertSettings.from_dict({**base, "data": {"num_workers": False}})
+    with pytest.raises(ConfigError, match=r"^downstream_expert\.data\.max_seconds: null or a number of seconds > 0, got True$"):
+        ExpertSettings.from_dict({**base, "data": {"max_seconds": True}})
+    assert ExpertSettings.from_dict({**base, "data": {"max_seconds": 12, "num_workers": 0}}).data.max_seconds == 12
 
 
 def test_config_defaults_are_the_published_ones():
@@ -90,9 +124,9 @@ def test_pooling_plan_reaches_the_cif_window(rate, expected):
 def test_unreachable_rate_is_refused_with_the_reason():
     message = (r"upstream frame period 55 ms \(downsample rate 880 at 16 kHz\) cannot reach the CIF window 60-100 ms "
                r"by x2 max-pooling \(reachable: 55, 110 ms\)")
-    with pytest.raises(FrameRateError, match=message):
+    with pytest.raises(CifFrameRateError, match=message):
         small_model(rate=880)
-    with pytest.raises(FrameRateError, match=r"period 120 ms .* \(reachable: 120 ms\)"):
+    with pytest.raises(CifFrameRateError, match=r"period 120 ms .* \(reachable: 120 ms\)"):
         plan_poolings(1920, stacks=3)
 
 

@@ -1,4 +1,5 @@
-"""What the README promises and nothing else pins: the recipes table and the checkpoint loading rules."""
+"""What the docs promise and nothing else pins: the recipes table (docs/training.md) and the checkpoint
+loading rules (docs/usage.md)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from recycle_distill.training import list_recipes, load_train_config
 
 from conftest import load_fixture, write_lightning_checkpoint
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+TRAINING_DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "training.md"
 
 
 def recipe_rows() -> dict[str, dict[str, str]]:
-    """The README's recipes table: recipe -> {column: cell}."""
-    text = README.read_text()
-    table = text[text.index("### Recipes (`recycle_distill/training/recipes/`)"):].split("\n\n")[1]
+    """The recipes table of docs/training.md: recipe -> {column: cell}."""
+    text = TRAINING_DOC.read_text()
+    table = text[text.index("## Recipes (`recycle_distill/training/recipes/`)"):].split("\n\n")[1]
     lines = [line for line in table.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows = {}
@@ -59,14 +60,14 @@ def test_recipe_hyperparameters_match_the_readme_table(name):
 
 @pytest.mark.parametrize("name", [n for n in list_recipes() if "-100" not in n])
 def test_960h_recipes_use_the_papers_batches(name):
-    """README: 'per-GPU batch x accumulation x 2 GPUs as in the papers (18 x 4 x 2 for the 960h
+    """docs/training.md: 'per-GPU batch x accumulation x 2 GPUs as in the papers (18 x 4 x 2 for the 960h
     recipes; FitHuBERT's paper uses 3 x 4 x 2)'."""
     config = load_train_config(name)
     expected = (3, 4, 2) if name == "fithubert" else (18, 4, 2)
     assert (config.train.batch_size, config.train.accumulate_grad_batches, config.train.gpus) == expected
 
 
-# ------------------------------------------------------------------ loading rules (README "S3PRL upstream", "Checkpoints")
+# ------------------------------------------------------------------ loading rules (docs/usage.md "Checkpoints", "torch.hub ...")
 def _hubconf(family: str):
     return importlib.import_module(f"recycle_distill.upstreams.{family}.hubconf")
 

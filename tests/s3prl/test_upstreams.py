@@ -238,21 +238,29 @@ def test_downsample_rate_comes_from_the_model(tmp_path):
     assert frames == 16000 // 160 - 1  # the receptive field (400 samples) costs about one frame
 
 
-def test_hub_entries_are_generated_from_the_released_table(monkeypatch):
+def test_hub_entries_are_generated_from_the_released_table(monkeypatch, tmp_path):
     """Issue 11: each hubconf.py and the root hubconf repeated the published checkpoints."""
     import inspect
 
-    from recycle_distill.checkpoint import fetch as hub
-    from recycle_distill.s3prl import hub_entries
+    from recycle_distill import families
+    from helpers.tools import import_file, load_tool
 
-    monkeypatch.setitem(hub.RELEASED, "starhubert_test", hub.ReleasedCheckpoint(
-        "starhubert", "STaRHuBERT-test.ckpt", "starhubert", "STaRHuBERT for this test.", True))
-    entries = hub_entries.family_entries("starhubert", "some.hubconf")
+    monkeypatch.setitem(families.RELEASES, "starhubert_test", families.Release(
+        "starhubert_test", "starhubert", "STaRHuBERT-test.ckpt", "starhubert", "HuBERT Base", "LibriSpeech 960h", None,
+        "STaRHuBERT for this test.", default=True))
+    (tmp_path / "hubconf.py").write_text(load_tool("make_hub_entries").render_hubconf("starhubert"))
+    module = import_file("some.hubconf", tmp_path / "hubconf.py")
+    entries = {name: value for name, value in vars(module).items() if inspect.isfunction(value)}
     assert sorted(entries) == ["starhubert", "starhubert_local", "starhubert_onnx", "starhubert_test", "starhubert_url"]
     assert entries["starhubert_test"].__doc__ == "STaRHuBERT for this test."
     assert entries["starhubert"].__doc__.endswith("without one, the published starhubert_test checkpoint.")
     assert str(inspect.signature(entries["starhubert_local"])) == "(ckpt, model_config=None, *args, **kwargs)"
     assert {f.__module__ for f in entries.values()} == {"some.hubconf"}
+    fetched = []
+    monkeypatch.setattr("recycle_distill.s3prl.hub_entries.load_released",
+                        lambda name, *args, **kwargs: fetched.append(name) or "upstream")
+    assert entries["starhubert_test"]() == entries["starhubert"]() == "upstream"
+    assert fetched == ["starhubert_test", "starhubert_test"]
     hubconf = _hubconf("armhubert")
     assert {name for name in vars(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))} == {
         "armhubert", "armhubert_local", "armhubert_url", "armhubert_onnx", "armhubert_960h", "armhubert_s_100h",

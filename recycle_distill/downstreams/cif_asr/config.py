@@ -1,27 +1,43 @@
-"""Typed configuration of the CIF recognizer: model sizes, loss weights, decoding.
+"""Typed configuration of the ``cif_asr`` downstream: the ``downstream_expert:`` section of
+``cif_asr.yaml``.
 
-Every size of ``docs/cif.md`` is a key here, with the published CIF-HieraDist values as defaults
-(adapted to sit on an S3PRL featurizer: a Linear then three 2-layer Conformer stacks). The loss
-defaults are plain CIF (ACD and LRD off); the paper's HieraDist sets ``acd: 1.0, lrd: 0.01``.
+Two groups of sections:
+
+* the recognizer's ``model`` / ``loss`` / ``decode`` (:class:`CifAsrConfig`): every size of
+  ``docs/cif.md`` is a key, with the published CIF-HieraDist values as defaults (adapted to sit on
+  an S3PRL featurizer: a Linear then three 2-layer Conformer stacks). The loss defaults are plain
+  CIF (ACD and LRD off); the paper's HieraDist sets ``acd: 1.0, lrd: 0.01``;
+* the expert's ``corpus`` / ``lm`` / ``data`` (:class:`ExpertSettings`, which holds all six).
+
+Every value is checked with the package's one config checker
+(:mod:`recycle_distill.util.config_check`): an unknown key names the closest valid one, a number
+of the wrong kind or range names the key, and every refusal is a :class:`ConfigError`.
+Torch-free.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
-__all__ = ["CifConfigError", "ModelConfig", "LossConfig", "DecodeConfig", "CifAsrConfig"]
+from recycle_distill.util.config_check import ConfigError, Range, check_known, is_number
 
+__all__ = [
+    "CORPORA", "DEFAULT_LANGUAGE", "UNIT_ERRORS", "CifAsrConfig", "CifConfigError", "ConfigError",
+    "CorpusSettings", "DataSettings", "DecodeConfig", "ExpertSettings", "LanguageModelSettings",
+    "LossConfig", "ModelConfig",
+]
 
-class CifConfigError(ValueError):
-    """A CIF recognizer config that cannot be used; the message names the key."""
+CifConfigError = ConfigError  # the name this module's error had; the same class
 
+CORPORA = ("librispeech", "aishell")
+DEFAULT_LANGUAGE = {"librispeech": "en", "aishell": "zh"}
+UNIT_ERRORS = ("skip", "fail")
 
-def _suggest(key: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
+# Typos this close (difflib ratio) to a valid key are suggested; looser than the trainer's 0.6
+# because these keys are short.
+SUGGEST_CUTOFF = 0.5
+PROBABILITY = Range(0.0, 1.0, high_closed=False)  # dropouts, label smoothing, the decoding tail
 
 
 def _build(cls, section: str, data: Optional[Mapping[str, Any]]):
@@ -29,42 +45,43 @@ def _build(cls, section: str, data: Optional[Mapping[str, Any]]):
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise CifConfigError(f"{section}: expected a mapping of keys, got {type(data).__name__}")
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            raise CifConfigError(f"{section}.{key}: unknown key{_suggest(str(key), names)}")
+        raise ConfigError(f"{section}: expected a mapping of keys, got {type(data).__name__}")
+    check_known(data, [f.name for f in fields(cls)], lambda key, hint: f"{section}.{key}: unknown key{hint}",
+                cutoff=SUGGEST_CUTOFF)
     config = cls(**dict(data))
     config.check(section)
     return config
 
 
+def _check_sections(data: Mapping[str, Any], sections: tuple[str, ...], prefix: str = "") -> None:
+    """Refuse a section name outside ``sections`` (``<prefix><name>: unknown section``)."""
+    check_known(data, sections, lambda key, hint: f"{prefix}{key}: unknown section{hint}", cutoff=SUGGEST_CUTOFF)
+
+
 def _require(condition: bool, section: str, key: str, value: Any, wanted: str) -> None:
     if not condition:
-        raise CifConfigError(f"{section}.{key}: {wanted}, got {value!r}")
+        raise ConfigError(f"{section}.{key}: {wanted}, got {value!r}")
+
+
+def _numbers(config, section: str, keys: tuple[str, ...], wanted: str, **rule: Any) -> None:
+    """Each key a number as :func:`~recycle_distill.util.config_check.is_number` ``(**rule)``
+    says (never a bool), or a :class:`ConfigError` saying ``wanted``."""
+    for key in keys:
+        value = getattr(config, key)
+        _require(is_number(value, **rule), section, key, value, wanted)
 
 
 def _positive_int(config, section: str, *keys: str) -> None:
-    for key in keys:
-        value = getattr(config, key)
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        _require(ok, section, key, value, "a positive integer")
+    _numbers(config, section, keys, "a positive integer", integer=True, within=Range(1))
 
 
 def _probability(config, section: str, *keys: str) -> None:
     """Dropouts and label smoothing: a float in [0, 1)."""
-    for key in keys:
-        value = getattr(config, key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
-        _require(ok, section, key, value, "a number in [0, 1)")
+    _numbers(config, section, keys, f"a number in {PROBABILITY}", within=PROBABILITY)
 
 
 def _non_negative(config, section: str, *keys: str) -> None:
-    for key in keys:
-        value = getattr(config, key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-        _require(ok, section, key, value, "a finite number >= 0")
-
+    _numbers(config, section, keys, "a finite number >= 0", finite=True, within=Range(0))
 
 @dataclass
 class ModelConfig:
@@ -124,7 +141,7 @@ class ModelConfig:
         # allowed (the rate check then refuses those upstreams by name), only an empty one is not.
         _require(self.cif_max_frame_ms >= self.cif_min_frame_ms, section, "cif_max_frame_ms",
                  self.cif_max_frame_ms, f"a period >= cif_min_frame_ms ({self.cif_min_frame_ms})")
-        _require(0.0 < self.cif_threshold <= 1.0, section, "cif_threshold", self.cif_threshold, "a number in (0, 1]")
+        _numbers(self, section, ("cif_threshold",), "a number in (0, 1]", within=Range(0.0, 1.0, low_closed=False))
 
 
 @dataclass
@@ -154,8 +171,7 @@ class LossConfig:
         _probability(self, section, "label_smoothing")
         _non_negative(self, section, "quantity", "ctc", "acd", "lrd")
         _positive_int(self, section, "acd_negatives")
-        ok = isinstance(self.acd_temperature, (int, float)) and self.acd_temperature > 0
-        _require(ok, section, "acd_temperature", self.acd_temperature, "a number > 0")
+        _numbers(self, section, ("acd_temperature",), "a number > 0", within=Range(0.0, low_closed=False))
 
     @property
     def needs_lm(self) -> bool:
@@ -185,13 +201,14 @@ class DecodeConfig:
 
     def check(self, section: str = "decode") -> None:
         _positive_int(self, section, "beam_size", "max_steps")
-        ok = isinstance(self.tail_threshold, (int, float)) and 0.0 <= self.tail_threshold < 1.0
-        _require(ok, section, "tail_threshold", self.tail_threshold, "a number in [0, 1)")
+        _numbers(self, section, ("tail_threshold",), f"a number in {PROBABILITY}", within=PROBABILITY)
 
 
 @dataclass
 class CifAsrConfig:
     """The three sections together (``model:``, ``loss:``, ``decode:``)."""
+
+    SECTIONS = ("model", "loss", "decode")
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -201,11 +218,8 @@ class CifAsrConfig:
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "CifAsrConfig":
         data = {} if data is None else data
         if not isinstance(data, Mapping):
-            raise CifConfigError(f"config: expected a mapping with model/loss/decode, got {type(data).__name__}")
-        sections = ["model", "loss", "decode"]
-        for key in data:
-            if key not in sections:
-                raise CifConfigError(f"{key}: unknown section{_suggest(str(key), sections)}")
+            raise ConfigError(f"config: expected a mapping with model/loss/decode, got {type(data).__name__}")
+        _check_sections(data, cls.SECTIONS)
         return cls(
             model=ModelConfig.from_dict(data.get("model")),
             loss=LossConfig.from_dict(data.get("loss")),
@@ -214,3 +228,119 @@ class CifAsrConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return asdict(self)
+
+
+def _as_list(text: str) -> list:
+    """``"a"``, ``"a,b"`` or ``"[a, b]"`` (how S3PRL's ``-o`` hands over an unquoted list) -> names."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    return [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
+
+
+@dataclass
+class CorpusSettings:
+    """Where the audio and transcripts are.
+
+    Attributes:
+        name: ``librispeech`` or ``aishell``.
+        root: LibriSpeech: the folder holding the subsets; AISHELL-1: the folder holding
+            ``wav/`` and ``transcript/``.
+        train, dev, test: the subsets (LibriSpeech, e.g. ``[train-clean-100]``) or splits
+            (AISHELL-1: ``[train]``) behind S3PRL's split names.
+        language: ``en`` or ``zh``; by default LibriSpeech is English and AISHELL-1 Chinese.
+        unit_error: a transcript unit the language model's tokenizer splits or does not know:
+            ``skip`` the utterance (counted and logged) or ``fail`` before training.
+    """
+
+    name: str = "librispeech"
+    root: str = ""
+    train: list = field(default_factory=lambda: ["train-clean-100"])
+    dev: list = field(default_factory=lambda: ["dev-clean"])
+    test: list = field(default_factory=lambda: ["test-clean"])
+    language: Optional[str] = None
+    unit_error: str = "skip"
+
+    def check(self, section: str) -> None:
+        _require(self.name in CORPORA, section, "name", self.name, f"one of {', '.join(CORPORA)}")
+        _require(isinstance(self.root, str) and bool(self.root), section, "root", self.root,
+                 "the corpus folder (set it with -o config.downstream_expert.corpus.root=...)")
+        _require(self.unit_error in UNIT_ERRORS, section, "unit_error", self.unit_error, f"one of {', '.join(UNIT_ERRORS)}")
+        _require(self.language in (None, "en", "zh"), section, "language", self.language, "en, zh or null")
+        for split in ("train", "dev", "test"):
+            value = getattr(self, split)
+            if isinstance(value, str):
+                value = _as_list(value)
+                setattr(self, split, value)
+            _require(isinstance(value, list) and all(isinstance(v, str) for v in value) and value,
+                     section, split, value, "a non-empty list of subset names")
+
+    def subsets(self, split: str) -> list:
+        """The corpus subsets behind an S3PRL split name (``train``, ``dev``, ``test``)."""
+        if split not in ("train", "dev", "test"):
+            raise ConfigError(f"unknown split {split!r}: cif_asr has train, dev and test "
+                                 "(use those names in runner.eval_dataloaders and -t)")
+        return getattr(self, split)
+
+
+@dataclass
+class LanguageModelSettings:
+    """The language model whose tokens are the targets and whose vectors are distilled.
+
+    Attributes:
+        path: a local Hugging Face model folder (``AutoModel`` + ``AutoTokenizer``, offline).
+        feature_cache: a ``recycle-distill cif-prepare`` cache folder; ``null`` computes the
+            vectors on the fly (only when ACD or LRD is on).
+        batch_size: sequences per language-model pass when computing on the fly.
+    """
+
+    path: str = ""
+    feature_cache: Optional[str] = None
+    batch_size: int = 64
+
+    def check(self, section: str) -> None:
+        _require(isinstance(self.path, str) and bool(self.path), section, "path", self.path,
+                 "a local Hugging Face model folder (its tokenizer defines the units)")
+        _positive_int(self, section, "batch_size")
+
+
+@dataclass
+class DataSettings:
+    """Batching. ``max_seconds`` caps the audio of a batch (None: only ``batch_size`` counts)."""
+
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    max_seconds: Optional[float] = None
+    num_workers: int = 0
+    seed: int = 0
+
+    def check(self, section: str) -> None:
+        _positive_int(self, section, "batch_size", "eval_batch_size")
+        _numbers(self, section, ("num_workers",), "an integer >= 0", integer=True, within=Range(0))
+        if self.max_seconds is not None:
+            _numbers(self, section, ("max_seconds",), "null or a number of seconds > 0",
+                     within=Range(0.0, low_closed=False))
+
+
+@dataclass
+class ExpertSettings:
+    """The whole ``downstream_expert:`` section: the expert's sections and the recognizer's."""
+
+    corpus: CorpusSettings
+    lm: LanguageModelSettings
+    data: DataSettings
+    recognizer: CifAsrConfig
+
+    SECTIONS = ("corpus", "lm", "data", *CifAsrConfig.SECTIONS)
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "ExpertSettings":
+        data = dict(data or {})
+        prefix = "downstream_expert"
+        _check_sections(data, cls.SECTIONS, prefix=f"{prefix}.")
+        return cls(
+            corpus=_build(CorpusSettings, f"{prefix}.corpus", data.get("corpus")),
+            lm=_build(LanguageModelSettings, f"{prefix}.lm", data.get("lm")),
+            data=_build(DataSettings, f"{prefix}.data", data.get("data")),
+            recognizer=CifAsrConfig.from_dict({k: data[k] for k in CifAsrConfig.SECTIONS if k in data}),
+        )

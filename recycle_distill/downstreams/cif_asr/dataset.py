@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from recycle_distill.util.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
 
+from recycle_distill.downstreams.cif_asr.config import CORPORA, DEFAULT_LANGUAGE, UNIT_ERRORS  # re-exported
 from recycle_distill.downstreams.cif_asr.corpus import Utterance, scan_aishell, scan_librispeech
 from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCache, FeatureCacheError
-from recycle_distill.downstreams.cif_asr.sampler import LengthBucketBatchSampler
+from recycle_distill.downstreams.cif_asr.sampler import DurationSortedBatchSampler
 from recycle_distill.downstreams.cif_asr.text import (
     PROBLEM_TOO_LONG,
     UNK,
@@ -45,9 +46,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-CORPORA = ("librispeech", "aishell")
-DEFAULT_LANGUAGE = {"librispeech": "en", "aishell": "zh"}
-UNIT_ERRORS = ("skip", "fail")
 EXAMPLES_LOGGED = 3
 # Tokenizers without a real limit report a huge model_max_length; ignore anything above this.
 _NO_LIMIT = 1_000_000
@@ -238,13 +236,13 @@ def collate(batch: Sequence[tuple]) -> tuple:
 def make_dataloader(dataset: CifAsrDataset, batch_size: int, *, max_seconds: Optional[float] = None,
                     shuffle: bool = True, seed: int = 0, num_workers: int = 0, drop_last: bool = False,
                     epoch: Optional[int] = None) -> DataLoader:
-    """A loader over length buckets (see :class:`~.sampler.LengthBucketBatchSampler`) with :func:`collate`.
+    """A loader over length buckets (see :class:`~.sampler.DurationSortedBatchSampler`) with :func:`collate`.
 
     ``epoch`` fixes the shuffle of a loader built anew every epoch (S3PRL's runner passes it
     to ``get_dataloader`` when the expert accepts it); without it each iteration advances.
     """
-    sampler = LengthBucketBatchSampler(dataset.durations, batch_size, max_seconds=max_seconds,
-                                       shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler = DurationSortedBatchSampler(dataset.durations, batch_size, max_seconds=max_seconds,
+                                         shuffle=shuffle, seed=seed, drop_last=drop_last)
     if epoch is not None:
         sampler.set_epoch(epoch)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)

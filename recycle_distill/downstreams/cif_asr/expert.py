@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pad_sequence
 
+from recycle_distill.downstreams.cif_asr.config import ExpertSettings
 from recycle_distill.downstreams.cif_asr.dataset import CifAsrDataset, make_dataloader, prepare_split
 from recycle_distill.downstreams.cif_asr.feature_cache import FeatureCache
 from recycle_distill.downstreams.cif_asr.lm_teacher import (
@@ -26,7 +27,6 @@ from recycle_distill.downstreams.cif_asr.lm_teacher import (
 )
 from recycle_distill.downstreams.cif_asr.metrics import character_error_rate, word_error_rate
 from recycle_distill.downstreams.cif_asr.model import CifRecognizer
-from recycle_distill.downstreams.cif_asr.settings import ExpertSettings
 from recycle_distill.downstreams.cif_asr.text import BLANK, BOS, EOS, PAD, UnitVocabulary
 
 logger = logging.getLogger(__name__)

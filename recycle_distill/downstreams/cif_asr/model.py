@@ -34,12 +34,12 @@ from recycle_distill.downstreams.cif_asr.config import DecodeConfig, LossConfig,
 from recycle_distill.downstreams.cif_asr.criterion import LossOutput, assemble_loss, target_padding_mask
 from recycle_distill.downstreams.cif_asr.decoder import CifDecoder
 
-__all__ = ["CifRecognizer", "CifEncoder", "FrameRateError", "plan_poolings", "SAMPLE_RATE"]
+__all__ = ["CifRecognizer", "CifEncoder", "CifFrameRateError", "plan_poolings", "SAMPLE_RATE"]
 
 logger = logging.getLogger(__name__)
 
 
-class FrameRateError(ValueError):
+class CifFrameRateError(ValueError):
     """An upstream frame rate that x2 max-pooling cannot bring into the CIF window."""
 
 
@@ -52,10 +52,10 @@ def plan_poolings(upstream_rate: int, stacks: int, min_ms: float = 60.0, max_ms:
         min_ms, max_ms: the CIF frame-period window.
 
     Raises:
-        FrameRateError: naming the rate and the periods x2 poolings can reach.
+        CifFrameRateError: naming the rate and the periods x2 poolings can reach.
     """
     if not isinstance(upstream_rate, int) or upstream_rate < 1:
-        raise FrameRateError(f"upstream downsample rate must be a positive number of samples, got {upstream_rate!r}")
+        raise CifFrameRateError(f"upstream downsample rate must be a positive number of samples, got {upstream_rate!r}")
     period = 1000.0 * upstream_rate / SAMPLE_RATE
     poolings, reachable = 0, []
     while period * 2**poolings <= max_ms:
@@ -66,7 +66,7 @@ def plan_poolings(upstream_rate: int, stacks: int, min_ms: float = 60.0, max_ms:
     final = period * 2**poolings
     if not min_ms <= final <= max_ms:
         shown = ", ".join(f"{p:g}" for p in reachable + [final])
-        raise FrameRateError(
+        raise CifFrameRateError(
             f"upstream frame period {period:g} ms (downsample rate {upstream_rate} at 16 kHz) cannot reach the CIF "
             f"window {min_ms:g}-{max_ms:g} ms by x2 max-pooling (reachable: {shown} ms); choose another upstream or "
             f"set model.cif_min_frame_ms/cif_max_frame_ms")

@@ -1,4 +1,10 @@
-"""Length-bucketing batch sampler: utterances of similar duration share a batch (less padding)."""
+"""Duration-sorted batch sampler: utterances of similar duration share a batch (less padding).
+
+Unlike the trainer's ``LengthBucketBatchSampler`` (``training/data/sampler.py``: shuffled pools
+sorted by length in samples, a padded-size budget, distributed ranks, mid-epoch resume), this one
+sorts the whole split by duration in seconds, caps a batch's total seconds, and serves one
+process: what S3PRL's downstream runner needs.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,12 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["LengthBucketBatchSampler"]
+__all__ = ["DurationSortedBatchSampler"]
 
 logger = logging.getLogger(__name__)
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
+class DurationSortedBatchSampler(Sampler[list[int]]):
     """Batches of indices grouped by duration, reshuffled every epoch.
 
     Each epoch: a seeded random permutation, a stable sort by duration (so equal durations

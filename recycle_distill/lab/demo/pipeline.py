@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from recycle_distill import families
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _distil(options: DemoOptions, out: Path, result: DemoResult) -> None:
         "train": {"output_dir": str(run_dir), "max_steps": options.steps, "batch_size": 4, "num_workers": 1,
                   "distil_random_layer": STUDENT_LAYERS - 1, "log_every_steps": 5, "seed": options.seed,
                   "val_every_steps": every, "save_every_steps": max(options.steps // 2, 1), "keep_last": 1,
-                  "max_audio_seconds": 3.0, "delete_projections": options.family == "fithubert"},
+                  "max_audio_seconds": 3.0, "delete_projections": families.family(options.family).time_reduction},
         "optimizer": {"lr": 2.0e-3, "warmup_proportion": 0.1},
         "data": {"libri_root": str(out / "corpus" / "LibriSpeech"), "train_set": ["train-clean-100"],
                  "test_set": ["dev-clean"]},

@@ -16,9 +16,11 @@ What it does:
 * uncomments the learning-rate scheduler block in the PR, KS, IC, SID, ER, ASR, SF and ASV
   configs and raises the SID learning rate from 1.0e-4 to 1.0e-3 (QbE and SD are unchanged)
   (base.py: the task table; configs.py);
-* in a git checkout, creates ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports the
-  CIF-HieraDist downstream of ``recycle_distill.downstreams.cif_asr`` (registration.py); an installed
-  s3prl gets no files, ``recycle-distill superb -d cif_asr`` registers it at run time.
+* in a git checkout, creates ``s3prl/downstream/<name>/`` for each downstream of
+  ``recycle_distill/downstreams/`` (found by ``recycle_distill.downstreams.available()``; today
+  ``cif_asr``, the CIF-HieraDist recognizer), whose ``expert.py`` re-exports that downstream's
+  ``DownstreamExpert`` (registration.py); an installed s3prl gets no files,
+  ``recycle-distill superb -d <name>`` registers it at run time.
 
 Every file it changes is backed up once as ``<file>.recycle-distill.orig``; copied and created
 folders are recorded in ``.recycle-distill-manifest.json`` next to ``hub.py`` (runs.py),
@@ -48,7 +50,7 @@ from recycle_distill.s3prl.patch.base import (
     TASKS,
     PatchError,
     RefusedError,
-    Task,
+    TaskTweak,
     Tree,
     atomic_write,
     backup_path,
@@ -92,7 +94,7 @@ def default_configs_dir() -> Path:
 __all__ = [
     "BACKUP_SUFFIX", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
     "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "TASKS",
-    "PatchError", "Plan", "RefusedError", "Task", "Tree", "Write",
+    "PatchError", "Plan", "RefusedError", "TaskTweak", "Tree", "Write",
     "add_hub_block", "apply", "default_configs_dir", "default_upstreams_dir", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
     "format_lr", "hub_block", "locate_tree", "patch_config_text", "plan_patch",
     "plan_revert", "remove_hub_block", "set_optimizer_lr", "show_diff", "tree_hashes",

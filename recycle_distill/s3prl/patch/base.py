@@ -38,7 +38,7 @@ class RefusedError(Exception):
 
 
 @dataclass(frozen=True)
-class Task:
+class TaskTweak:
     """One SUPERB task: where S3PRL keeps its config and which tweaks it gets."""
 
     key: str  # SUPERB abbreviation
@@ -62,23 +62,23 @@ class Task:
 
 
 TASKS = (
-    Task("PR", "Phoneme Recognition", "ctc", "ctc/libriphone.yaml", "ctc_libriphone.yaml", True),
-    Task("KS", "Keyword Spotting", "speech_commands", "speech_commands/config.yaml",
+    TaskTweak("PR", "Phoneme Recognition", "ctc", "ctc/libriphone.yaml", "ctc_libriphone.yaml", True),
+    TaskTweak("KS", "Keyword Spotting", "speech_commands", "speech_commands/config.yaml",
          "speech_commands.yaml", True),
-    Task("IC", "Intent Classification", "fluent_commands", "fluent_commands/config.yaml",
+    TaskTweak("IC", "Intent Classification", "fluent_commands", "fluent_commands/config.yaml",
          "fluent_commands.yaml", True),
-    Task("SID", "Speaker Identification", "voxceleb1", "voxceleb1/config.yaml", "voxceleb1.yaml",
+    TaskTweak("SID", "Speaker Identification", "voxceleb1", "voxceleb1/config.yaml", "voxceleb1.yaml",
          True, old_lr=1.0e-4, new_lr="1.0e-3"),
-    Task("ER", "Emotion Recognition", "emotion", "emotion/config.yaml", "emotion.yaml", True),
-    Task("ASR", "Automatic Speech Recognition", "asr", "asr/config.yaml", "asr.yaml", True),
-    Task("SF", "Slot Filling", "ctc", "ctc/snips.yaml", "ctc_snips.yaml", True),
+    TaskTweak("ER", "Emotion Recognition", "emotion", "emotion/config.yaml", "emotion.yaml", True),
+    TaskTweak("ASR", "Automatic Speech Recognition", "asr", "asr/config.yaml", "asr.yaml", True),
+    TaskTweak("SF", "Slot Filling", "ctc", "ctc/snips.yaml", "ctc_snips.yaml", True),
     # In git, sv_voxceleb1/config.yaml is a symlink to configs/amsoftmax.yaml: the target
     # is patched and the link is kept.
-    Task("ASV", "Automatic Speaker Verification", "sv_voxceleb1", "sv_voxceleb1/config.yaml",
+    TaskTweak("ASV", "Automatic Speaker Verification", "sv_voxceleb1", "sv_voxceleb1/config.yaml",
          "sv_voxceleb1.yaml", True),
-    Task("QbE", "Query by Example", "quesst14_dtw", "quesst14_dtw/config.yaml",
+    TaskTweak("QbE", "Query by Example", "quesst14_dtw", "quesst14_dtw/config.yaml",
          "quesst14_dtw.yaml"),
-    Task("SD", "Speaker Diarization", "diarization", "diarization/config.yaml",
+    TaskTweak("SD", "Speaker Diarization", "diarization", "diarization/config.yaml",
          "diarization.yaml"),
 )
 

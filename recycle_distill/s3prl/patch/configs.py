@@ -18,7 +18,7 @@ from recycle_distill.util.safe_yaml import safe_load_bounded
 from recycle_distill.s3prl.patch.base import (
     TASKS,
     PatchError,
-    Task,
+    TaskTweak,
     Tree,
     backup_path,
     format_lr,
@@ -120,7 +120,7 @@ def set_optimizer_lr(lines: list[str], old_lr: float, new_lr: str) -> list[str]:
     return patched
 
 
-def check_tweaked(text: str, task: Task) -> None:
+def check_tweaked(text: str, task: TaskTweak) -> None:
     """Raise PatchError unless ``text`` parses to a config carrying the task's tweaks."""
     try:
         data = safe_load_bounded(text)
@@ -140,7 +140,7 @@ def check_tweaked(text: str, task: Task) -> None:
             raise PatchError(f"its optimizer lr is {lr!r}, expected {task.new_lr}")
 
 
-def patch_config_text(text: str, task: Task) -> str:
+def patch_config_text(text: str, task: TaskTweak) -> str:
     """Return ``text`` with the task's SUPERB tweaks applied.
 
     Raises PatchError when ``text`` is not an unpatched S3PRL config of that task.  Tasks
@@ -158,7 +158,7 @@ def patch_config_text(text: str, task: Task) -> str:
     return patched
 
 
-def patched_original(original: bytes | None, task: Task) -> bytes | None:
+def patched_original(original: bytes | None, task: TaskTweak) -> bytes | None:
     """What our patch makes of a backed-up ``original``: the content a config has while it
     is still exactly as we left it.  None when there is no backup or it does not patch."""
     if original is None:

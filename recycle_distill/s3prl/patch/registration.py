@@ -1,5 +1,6 @@
 """What patch_hub adds to an S3PRL tree besides config edits: the hub.py block that registers the
-families, the cif_asr downstream shim, and the --copy upstream folders.
+families, a shim per downstream (recycle_distill.downstreams.available(), e.g. cif_asr), and the
+--copy upstream folders.
 
 Sections (formerly one module each): registration, shim, copies.
 """
@@ -170,57 +171,92 @@ def plan_revert_hub(plan: Plan, hub: Path) -> bool:
 
 
 # -------------------- shim ------------------------------------------------------------------
-# The ``cif_asr`` downstream in an S3PRL git checkout: a two-file shim package.
+# Each of our downstreams in an S3PRL git checkout: a two-file shim package per downstream.
 #
-# S3PRL's runner imports ``s3prl.downstream.<-d name>.expert``, so registering our CIF-HieraDist
-# downstream means a folder ``s3prl/downstream/cif_asr/`` whose ``expert.py`` re-exports our
-# ``DownstreamExpert``.  patch_hub creates the folder, records the hashes of what it wrote in the
-# manifest, and ``--revert`` removes the folder only while it still holds exactly that.  An
-# installed s3prl gets no shim: ``recycle-distill superb -d cif_asr`` registers it at run time.
+# S3PRL's runner imports ``s3prl.downstream.<-d name>.expert``, so registering a downstream of
+# ``recycle_distill/downstreams/`` (today ``cif_asr``, the CIF-HieraDist recognizer) means a
+# folder ``s3prl/downstream/<name>/`` whose ``expert.py`` re-exports our ``DownstreamExpert``.
+# patch_hub creates the folder, records the hashes of what it wrote in the manifest, and
+# ``--revert`` removes the folder only while it still holds exactly that.  An installed s3prl
+# gets no shim: ``recycle-distill superb -d <name>`` registers it at run time.
 
 
-SHIM_KEY = "downstream/cif_asr"  # relative to the folder holding hub.py
-SHIM_FILES: dict[str, bytes] = {
-    "__init__.py": b"# Created by recycle-distill's patch_hub.py; removed by patch_hub.py --revert.\n",
-    "expert.py": b"from recycle_distill.downstreams.cif_asr.expert import DownstreamExpert  # noqa: F401\n",
-}
+SHIM_INIT = b"# Created by recycle-distill's patch_hub.py; removed by patch_hub.py --revert.\n"
 
 
-def shim_hashes() -> dict[str, str]:
-    """The hashes :func:`tree_hashes` gives for a folder holding exactly :data:`SHIM_FILES`."""
-    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(SHIM_FILES.items())}
+def downstream_names() -> list[str]:
+    """Our downstreams, by :func:`recycle_distill.downstreams.available` (a folder scan, torch-free).
+
+    Asked each time a run is planned rather than when this module is imported, so the answer is
+    the package's folders as they are now (a test may add one).
+    """
+    from recycle_distill.downstreams import available
+
+    return available()
+
+
+def shim_key(name: str) -> str:
+    """The manifest key of a downstream's shim folder, relative to the folder holding hub.py."""
+    return f"downstream/{name}"
+
+
+def shim_keys() -> frozenset[str]:
+    """The manifest keys of every shim this tool may create (one per downstream)."""
+    return frozenset(shim_key(name) for name in downstream_names())
+
+
+def shim_files(name: str) -> dict[str, bytes]:
+    """The shim of downstream ``name``: file name -> bytes."""
+    expert = f"from recycle_distill.downstreams.{name}.expert import DownstreamExpert  # noqa: F401\n"
+    return {"__init__.py": SHIM_INIT, "expert.py": expert.encode("utf-8")}
+
+
+def shim_hashes(name: str) -> dict[str, str]:
+    """The hashes :func:`tree_hashes` gives for a folder holding exactly :func:`shim_files`."""
+    return {file: hashlib.sha256(data).hexdigest() for file, data in sorted(shim_files(name).items())}
 
 
 def plan_shim(tree: Tree, plan: Plan, created: dict) -> dict:
-    """Plan creating the shim folder; returns the record of folders this tool created."""
+    """Plan creating every downstream's shim folder; returns the record of folders this tool created."""
     created = dict(created)
-    if not tree.checkout:
-        plan.lines.append(
-            "  The cif_asr downstream is not registered in an installed s3prl (no files are added "
-            "to site-packages); run it with: recycle-distill superb -d cif_asr ...")
-        return created
-    folder = tree.package / SHIM_KEY
-    wanted = shim_hashes()
-    if folder.exists() or folder.is_symlink():
-        current = tree_hashes(folder) if folder.is_dir() and not folder.is_symlink() else None
-        if current == wanted:
-            plan.note("unchanged", folder, "cif_asr downstream already registered")
-            if SHIM_KEY in created:
-                created[SHIM_KEY] = wanted
+    for name in downstream_names():
+        if tree.checkout:
+            _plan_one_shim(tree, plan, created, name)
         else:
-            plan.warn(folder, "exists and is not patch_hub.py's cif_asr shim; left alone")
-        return created
-    plan.folders.append((folder, dict(SHIM_FILES)))
-    plan.note("register", folder, "cif_asr downstream (expert.py re-exports recycle_distill's)")
-    plan.changed += 1
-    created[SHIM_KEY] = wanted
+            plan.lines.append(
+                f"  The {name} downstream is not registered in an installed s3prl (no files are added "
+                f"to site-packages); run it with: recycle-distill superb -d {name} ...")
     return created
 
 
+def _plan_one_shim(tree: Tree, plan: Plan, created: dict, name: str) -> None:
+    """Plan the shim of ``name`` in a checkout, updating ``created`` in place."""
+    key = shim_key(name)
+    folder = tree.package / key
+    wanted = shim_hashes(name)
+    if folder.exists() or folder.is_symlink():
+        current = tree_hashes(folder) if folder.is_dir() and not folder.is_symlink() else None
+        if current == wanted:
+            plan.note("unchanged", folder, f"{name} downstream already registered")
+            if key in created:
+                created[key] = wanted
+        else:
+            plan.warn(folder, f"exists and is not patch_hub.py's {name} shim; left alone")
+        return
+    plan.folders.append((folder, shim_files(name)))
+    plan.note("register", folder, f"{name} downstream (expert.py re-exports recycle_distill's)")
+    plan.changed += 1
+    created[key] = wanted
+
+
 def plan_revert_shim(tree: Tree, plan: Plan, created: dict) -> dict:
-    """Plan removing the shim folder this tool created; returns the record of those kept."""
-    return plan_remove_own_folders(tree, plan, created, "cif_asr downstream shim",
-                                   "changed since patch_hub.py created it; left alone")
+    """Plan removing the shim folders this tool created; returns the record of those kept."""
+    left = {}
+    for key, hashes in sorted(created.items()):
+        name = key.split("/", 1)[1]
+        left.update(plan_remove_own_folders(tree, plan, {key: hashes}, f"{name} downstream shim",
+                                            "changed since patch_hub.py created it; left alone"))
+    return left
 
 
 def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, changed: str) -> dict:

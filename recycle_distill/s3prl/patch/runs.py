@@ -20,13 +20,13 @@ from recycle_distill.s3prl.patch.configs import plan_configs, plan_revert_config
 from recycle_distill.s3prl.patch.plan import Plan
 from recycle_distill.s3prl.patch.registration import (
     FAMILIES,
-    SHIM_KEY,
     plan_copies,
     plan_hub,
     plan_revert_copies,
     plan_revert_hub,
     plan_revert_shim,
     plan_shim,
+    shim_keys,
 )
 
 try:
@@ -42,8 +42,9 @@ except ImportError:  # pragma: no cover  (Windows: no flock; runs are not serial
 # each folder's file hashes; a folder is only removed while it still matches them.
 #
 # The manifest is a file in someone else's tree and is never trusted: only the entries this tool
-# writes itself are accepted (``upstream/<family>`` copies, the ``downstream/cif_asr`` shim, and
-# the patched ``hub.py`` and task configs), each a plain relative name that stays inside the tree
+# writes itself are accepted (``upstream/<family>`` copies, the ``downstream/<name>`` shims of
+# our own downstreams, ``registration.shim_keys()``, and the patched ``hub.py`` and task
+# configs), each a plain relative name that stays inside the tree
 # and is not a symlink, with a non-empty hash record.  Anything else is reported and ignored, so
 # a hand-edited or hostile manifest cannot make ``--revert`` touch paths outside the tree or
 # remove a folder it did not create.
@@ -51,7 +52,6 @@ except ImportError:  # pragma: no cover  (Windows: no flock; runs are not serial
 
 MANIFEST_NAME = ".recycle-distill-manifest.json"
 COPY_KEYS = frozenset(f"upstream/{family}" for family in FAMILIES)
-CREATED_KEYS = frozenset({SHIM_KEY})
 PATCHED_KEYS = frozenset({"hub.py", *(f"downstream/{task.config}" for task in TASKS)})
 
 
@@ -73,7 +73,7 @@ def read_manifest(tree: Tree, plan: Plan) -> dict:
         "patched": [entry for entry in (patched if isinstance(patched, list) else [])
                     if _accepted(tree, plan, path, entry, PATCHED_KEYS, folder=False)],
         "copied": _folders(tree, plan, path, data.get("copied"), COPY_KEYS),
-        "created": _folders(tree, plan, path, data.get("created"), CREATED_KEYS),
+        "created": _folders(tree, plan, path, data.get("created"), shim_keys()),
     }
 
 
@@ -138,7 +138,8 @@ def plan_manifest(tree: Tree, plan: Plan, patched: set[str], copied: dict, creat
 def _known_targets(tree: Tree) -> list[Path]:
     """Every file or folder a patch or revert may write (temps are made next to these)."""
 
-    targets = [tree.package / "hub.py", tree.package / MANIFEST_NAME, tree.package / SHIM_KEY]
+    targets = [tree.package / "hub.py", tree.package / MANIFEST_NAME]
+    targets += [tree.package / key for key in sorted(shim_keys())]
     targets += [tree.package / "upstream" / family for family in FAMILIES]
     for task in TASKS:
         config = tree.downstream / task.config

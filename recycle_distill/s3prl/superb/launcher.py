@@ -8,7 +8,9 @@ options of S3PRL's ``run_downstream.py`` and:
    s3prl is imported;
 2. sets every hub entry of every family (``recycle_distill.upstreams.<family>.hubconf``) as an
    attribute of ``s3prl.hub``; S3PRL's runner finds upstreams with ``getattr(s3prl.hub, -u)``,
-   so ``-u armhubert -k CKPT`` works without editing S3PRL;
+   so ``-u armhubert -k CKPT`` works without editing S3PRL; likewise every downstream of
+   ``recycle_distill/downstreams/`` (:func:`recycle_distill.downstreams.available`) becomes
+   ``s3prl.downstream.<name>``, so ``-d cif_asr`` works;
 3. allow-lists, for ``torch.load(weights_only=True)``, the few plain-data classes that S3PRL's
    own ``states-*.ckpt`` files pickle (``argparse.Namespace``), so ``-e``/``-i`` work on
    torch >= 2.6 without switching the safe loader off;
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from recycle_distill.downstreams import available as available_downstreams
 from recycle_distill.s3prl.compat import apply_compat
 
 logger = logging.getLogger(__name__)
@@ -157,21 +160,20 @@ def register_upstreams(hub: Any = None, dtype: Optional[str] = None) -> list[str
     return names
 
 
-# Our own downstreams: S3PRL's runner imports ``s3prl.downstream.<-d>.expert``.
-DOWNSTREAMS = ("cif_asr",)
-
-
 def register_downstreams() -> list[str]:
-    """Make each of our downstreams importable as ``s3prl.downstream.<name>`` (in ``sys.modules``),
-    so ``-d cif_asr`` works on an unmodified S3PRL; returns the names."""
+    """Make each of our downstreams (:func:`recycle_distill.downstreams.available`, e.g.
+    ``cif_asr``) importable as ``s3prl.downstream.<name>`` (in ``sys.modules``), so ``-d cif_asr``
+    works on an unmodified S3PRL, whose runner imports ``s3prl.downstream.<-d>.expert``; returns
+    the names. A module already imported under that name is kept."""
     apply_compat()
     importlib.import_module("s3prl.downstream")
-    for name in DOWNSTREAMS:
+    names = available_downstreams()
+    for name in names:
         package = importlib.import_module(f"recycle_distill.downstreams.{name}")
         expert = importlib.import_module(f"recycle_distill.downstreams.{name}.expert")
         sys.modules.setdefault(f"s3prl.downstream.{name}", package)
         sys.modules.setdefault(f"s3prl.downstream.{name}.expert", expert)
-    return list(DOWNSTREAMS)
+    return names
 
 
 def allow_s3prl_checkpoints() -> list[str]:

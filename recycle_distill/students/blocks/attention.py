@@ -39,7 +39,7 @@ class SelfAttention(nn.Module):
 
     Parameters are registered k, v, q, out to keep the reference state-dict order. Each
     projection is called as its own module, so module swaps (dynamic quantization, the
-    fused projection of :mod:`recycle_distill.inference`) see ordinary Linears.
+    fused projection of :mod:`recycle_distill.inference.blocks.attention`) see ordinary Linears.
 
     Args:
         embed_dim: E.

@@ -45,7 +45,7 @@ class ConvFeatureExtractor(nn.Module):
     Block ``i`` is ``Conv1d(no bias) -> [GroupNorm(dim, dim) on block 0] -> GELU``
     (:class:`ConvBlock`; the reference's dropout in each block has p = 0 and is left out).
 
-    :mod:`recycle_distill.inference.cnn` swaps in a faster CPU inference runner.
+    :mod:`recycle_distill.inference.blocks.cnn` has a faster CPU inference runner.
 
     Args:
         layers: (dim, kernel, stride) per block.

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
+
 
 class WeightNormConv1d(nn.Module):
     """Conv1d whose weight is ``weight_g * weight_v / ||weight_v||``, the norm over dims 0 and 1.
@@ -15,7 +17,7 @@ class WeightNormConv1d(nn.Module):
     Parameters are stored as ``weight_g`` (1, 1, K) and ``weight_v`` (out, in/groups, K),
     the names ``torch.nn.utils.weight_norm(conv, dim=2)`` gives, without its hook machinery.
 
-    :mod:`recycle_distill.inference.positional` folds it once for inference.
+    :mod:`recycle_distill.inference.blocks.positional` folds it once for inference.
     """
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
@@ -48,11 +50,12 @@ class ConvPositionalEmbedding(nn.Module):
         embed_dim: E.
         kernel_size: K (128 in every released model; even, so one frame is dropped).
         groups: convolution groups.
+        blocks: the block table (:mod:`recycle_distill.students.blocks.table`).
     """
 
-    def __init__(self, embed_dim: int, kernel_size: int, groups: int) -> None:
+    def __init__(self, embed_dim: int, kernel_size: int, groups: int, blocks: BlockTable = PLAIN) -> None:
         super().__init__()
-        self.conv = WeightNormConv1d(embed_dim, kernel_size, groups)
+        self.conv = blocks.get(WeightNormConv1d, WeightNormConv1d)(embed_dim, kernel_size, groups)
         self.drop_last = kernel_size % 2 == 0
 
     def forward(self, x: Tensor) -> Tensor:

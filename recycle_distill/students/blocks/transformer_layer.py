@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
 
 
 class _PostLNLayer(nn.Module):
@@ -40,6 +41,7 @@ class TransformerLayer(_PostLNLayer):
     Args:
         embed_dim: E. ffn_dim: feed-forward width. num_heads: H.
         dropout, attention_dropout, activation_dropout: as in the reference config.
+        blocks: the block table (:mod:`recycle_distill.students.blocks.table`).
     """
 
     reuses_attention = False
@@ -52,9 +54,10 @@ class TransformerLayer(_PostLNLayer):
         dropout: float = 0.1,
         attention_dropout: float = 0.1,
         activation_dropout: float = 0.1,
+        blocks: BlockTable = PLAIN,
     ) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(embed_dim, num_heads, attention_dropout)
+        self.self_attn = blocks.get(SelfAttention, SelfAttention)(embed_dim, num_heads, attention_dropout)
         self._build_feed_forward(embed_dim, ffn_dim, dropout, activation_dropout)
 
     def forward(
@@ -76,6 +79,7 @@ class ReuseTransformerLayer(_PostLNLayer):
         embed_dim: E. ffn_dim: feed-forward width. num_heads: H.
         dropout, activation_dropout: as in the reference config (attention dropout is 0).
         pair_like_reference: see :class:`ReusedAttention`.
+        blocks: the block table (:mod:`recycle_distill.students.blocks.table`).
     """
 
     reuses_attention = True
@@ -88,9 +92,10 @@ class ReuseTransformerLayer(_PostLNLayer):
         dropout: float = 0.1,
         activation_dropout: float = 0.1,
         pair_like_reference: bool = False,
+        blocks: BlockTable = PLAIN,
     ) -> None:
         super().__init__()
-        self.self_attn = ReusedAttention(embed_dim, num_heads, pair_like_reference)
+        self.self_attn = blocks.get(ReusedAttention, ReusedAttention)(embed_dim, num_heads, pair_like_reference)
         self._build_feed_forward(embed_dim, ffn_dim, dropout, activation_dropout)
 
     def forward(

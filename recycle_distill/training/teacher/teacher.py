@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recycle_distill.inference.conv_runner import run_conv_blocks
+from recycle_distill.inference.blocks.conv_runner import run_conv_blocks
 from recycle_distill.students.blocks.masks import conv_output_lengths, lengths_to_padding_mask
 from recycle_distill.training.teacher.span_masks import RandomLike, SpanMaskConfig, compute_mask_indices
 from recycle_distill.training.teacher.s3prl_models import KINDS, kind_of_model

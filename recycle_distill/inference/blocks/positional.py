@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recycle_distill.students.blocks.positional import WeightNormConv1d
-from recycle_distill.inference.derived import derived_tensor, fast_path_applies
+from recycle_distill.inference.blocks.derived import derived_tensor, fast_path_applies
 
 
 class FoldedWeightNormConv1d(WeightNormConv1d):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
-from recycle_distill.inference.derived import derived_tensor, fast_path_applies
+from recycle_distill.inference.blocks.derived import derived_tensor, fast_path_applies
 
 CHUNK_BYTES = 2 * 2**20
 

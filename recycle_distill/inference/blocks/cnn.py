@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
-from recycle_distill.inference.conv_runner import run_conv_blocks
+from recycle_distill.inference.blocks.conv_runner import run_conv_blocks
 
 
 class FastConvFeatureExtractor(ConvFeatureExtractor):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recycle_distill.inference.derived import derived_tensor, fast_path_applies
+from recycle_distill.inference.blocks.derived import derived_tensor, fast_path_applies
 
 # glibc's largest dynamic mmap threshold: bigger allocations are fresh mappings every time,
 # paid for in page faults (up to ~40% of a batched 10 s CPU forward here), so bigger

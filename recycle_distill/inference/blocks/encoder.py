@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from recycle_distill.students.encoder import TransformerEncoder
-from recycle_distill.inference.conv_runner import LARGE_TENSOR_BYTES
-from recycle_distill.inference.derived import fast_path_applies
+from recycle_distill.students.blocks.encoder import TransformerEncoder
+from recycle_distill.inference.blocks.conv_runner import LARGE_TENSOR_BYTES
+from recycle_distill.inference.blocks.derived import fast_path_applies
 
 
 class PerUtteranceEncoder(TransformerEncoder):

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from recycle_distill.students.config import StudentConfig
 from recycle_distill.students.blocks.grad import grad_multiply, layer_grad_scales
 from recycle_distill.students.blocks.positional import ConvPositionalEmbedding
+from recycle_distill.students.blocks.table import PLAIN, BlockTable
 
 
 class TransformerEncoder(nn.Module):
@@ -23,11 +24,13 @@ class TransformerEncoder(nn.Module):
     Args:
         config: the student config (dims, dropout, grad scaling, length multiple).
         layers: the transformer layers, in order.
+        blocks: the block table (:mod:`recycle_distill.students.blocks.table`).
     """
 
-    def __init__(self, config: StudentConfig, layers: Sequence[nn.Module]) -> None:
+    def __init__(self, config: StudentConfig, layers: Sequence[nn.Module], blocks: BlockTable = PLAIN) -> None:
         super().__init__()
-        self.pos_conv = ConvPositionalEmbedding(config.encoder_embed_dim, config.conv_pos, config.conv_pos_groups)
+        self.pos_conv = ConvPositionalEmbedding(config.encoder_embed_dim, config.conv_pos, config.conv_pos_groups,
+                                                blocks)
         self.layers = nn.ModuleList(layers)
         self.layer_norm = nn.LayerNorm(config.encoder_embed_dim)
         self.dropout = nn.Dropout(config.dropout)
