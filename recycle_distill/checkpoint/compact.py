@@ -47,7 +47,11 @@ def atomic_write(path: str, write: Any) -> None:
 
 
 def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str, config: Mapping[str, Any]) -> None:
-    """Write ``state_dict`` with ``family`` and the distiller ``config`` as metadata, atomically."""
+    """Write ``state_dict`` with ``family`` and the distiller ``config`` as metadata, atomically.
+
+    A failure leaves an earlier file at ``path`` as it was; anything there but a regular file (a
+    device, a FIFO, a folder) is refused with :class:`recycle_distill.util.atomic.OutputError`.
+    """
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     metadata = {
         "format": FORMAT_NAME,

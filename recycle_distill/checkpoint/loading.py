@@ -22,6 +22,7 @@ from recycle_distill.checkpoint.state_dict_diff import diff_state_dicts
 from recycle_distill.checkpoint.compact import is_safetensors, read_compact
 from recycle_distill.checkpoint.hf_folder import read_hf_student
 from recycle_distill.checkpoint.safe_load import CheckpointError, check_readable_file, safe_torch_load
+from recycle_distill.util.options import check_bool
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def load_student(
     model_config: Optional[ConfigSource] = None,
     *,
     blocks: str = "plain",
+    allow_non_finite: bool = False,
     **overrides: Any,
 ) -> StudentModel:
     """Build the ``family`` student and load ``ckpt`` into it strictly; returns it in eval mode.
@@ -78,6 +80,7 @@ def load_student(
             :func:`~recycle_distill.students.build.build_student`.
         overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
     """
+    allow_non_finite = check_bool(allow_non_finite, "allow_non_finite")
     table = block_table(blocks)
     path = os.fspath(ckpt)
     if os.path.isdir(path):  # a Hugging Face export folder (recycle-distill export --format hf)

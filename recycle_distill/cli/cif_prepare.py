@@ -8,7 +8,9 @@
 Every split is checked first (transcripts the tokenizer cannot split into aligned units are
 counted; --unit-error fail stops, skip leaves them out, as training does). The cache is
 resumable: run the same command again after an interruption. A cache built with another
-tokenizer or model is detected by its fingerprint and rebuilt.
+tokenizer or model is detected by its fingerprint and rebuilt. Only a folder that is one of our
+caches (its index.json says so) is ever rebuilt: any other folder holding an index.json, or files
+named like a cache's shards, is refused and left as it is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", required=True, nargs="+", metavar="S",
                         help="LibriSpeech subsets (train-clean-100 ...) or AISHELL-1 splits (train dev test)")
     parser.add_argument("--lm", required=True, help="local Hugging Face language-model folder")
-    parser.add_argument("--cache", required=True, help="feature cache folder (created)")
+    parser.add_argument("--cache", required=True,
+                        help="feature cache folder (created; an existing folder that is not a feature cache "
+                             "but holds an index.json is refused)")
     parser.add_argument("--language", choices=LANGUAGES, default=None,
                         help="units: zh = one per character, en = WordPieces (default: zh for aishell, en for librispeech)")
     parser.add_argument("--unit-error", choices=("skip", "fail"), default="skip",

@@ -21,7 +21,8 @@ from recycle_distill.students.build import list_presets, resolve_config
 from recycle_distill.checkpoint import CheckpointError, load_student, read_compact, save_compact
 from recycle_distill.checkpoint.compact import is_safetensors
 from recycle_distill.checkpoint.safe_load import check_readable_file
-from recycle_distill.util.messages import short_repr
+from recycle_distill.util.atomic import check_output_file
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.students import FAMILIES
 
 
@@ -32,13 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output .safetensors path")
     parser.add_argument("--family", choices=sorted(FAMILIES), default=None,
                         help="student family (default: inferred from the config; starhubert must be named)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file (a regular file only)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_readable_file(args.checkpoint)
-    if os.path.exists(args.output) and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+    # A device, FIFO, socket or folder at the output is refused whatever --force says.
+    if check_output_file(args.output) and not args.force:
+        print(f"error: {plain(args.output)} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     compact = is_safetensors(args.checkpoint)
     if args.family is None and args.model_config is None and not compact:

@@ -16,6 +16,12 @@ HubertModel; ARMHuBERT / FitHuBERT with trust_remote_code=True), with a model ca
 outputs hidden_states (N, B, T, D), last_hidden_state, padding_mask) that the <family>_onnx
 hub entries run in ONNX Runtime (needs: pip install "recycle-distill[onnx]"); --dtype int8
 quantizes its MatMul/Gemm weights (ONNX Runtime dynamic quantization).
+
+Every format is written beside its target and renamed into place when complete, so a failure
+(a full disk) leaves the previous output as it was. --force replaces a regular file (safetensors,
+onnx) or an earlier hf export holding only the files an export writes; a device, a FIFO or a
+socket, a folder where a file goes (and a file where a folder goes), and a folder of anything
+else are refused whatever --force says.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from recycle_distill.checkpoint.compact import is_safetensors
 from recycle_distill.checkpoint.fetch import released_checkpoint
 from recycle_distill import families
 from recycle_distill.students import FAMILIES
+from recycle_distill.util.atomic import check_output_file
+from recycle_distill.util.messages import plain
 
 # --dtype values each format supports (the first is the default).
 DTYPES = {"safetensors": ("fp32", "bf16"), "hf": ("fp32",), "onnx": ("fp32", "int8")}
@@ -57,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     parser.add_argument("--teacher", default=None, help="teacher named in the model card")
     parser.add_argument("--data", default=None, help="training data named in the model card")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing output file, or an earlier hf export (nothing else)")
 
 
 def load_source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str | None, str | None]:
@@ -90,6 +99,16 @@ def _family_of(model: torch.nn.Module) -> str:
     return str(getattr(model, "family"))
 
 
+def output_exists(fmt: str, output: str) -> bool:
+    """True when ``output`` holds an earlier output ``--force`` may replace; an OutputError (one
+    line naming the path and what is there) for anything ``--force`` must not replace."""
+    if fmt == "hf":
+        from recycle_distill.hf_export.export import check_hf_output
+
+        return check_hf_output(output)
+    return check_output_file(output)
+
+
 def option_error(fmt: str, dtype: str) -> str | None:
     """The one-line error for an unknown ``--format`` or a ``--dtype`` it does not support, else None."""
     if fmt not in DTYPES:
@@ -113,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-    if os.path.exists(args.output) and not args.force and (os.path.isfile(args.output) or os.listdir(args.output)):
-        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+    if output_exists(args.format, args.output) and not args.force:
+        print(f"error: {plain(args.output)} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     model, family, release, source_file = load_source(args)
     params = sum(p.numel() for p in model.parameters())
@@ -141,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     info = export_hf(model, family, args.output, release=release, teacher=args.teacher, data=args.data)
     how = "AutoModel.from_pretrained(DIR)" if info["kind"] == "hubert" else \
         "AutoModel.from_pretrained(DIR, trust_remote_code=True)"
-    print(f"wrote {args.output}/: {family} as a Hugging Face folder ({info['kind']}), {params:,} parameters"
+    print(f"wrote {plain(os.path.join(args.output, ''))}: {family} as a Hugging Face folder ({info['kind']}), "
+          f"{params:,} parameters"
           f"{', published release ' + release if release else ''}; load with {how}")
     return 0

@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 
 from recycle_distill.s3prl import patch as s3prl_patch
+from recycle_distill.util.messages import plain
 from recycle_distill.s3prl.patch.base import (
     BACKUP_SUFFIX,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_WARNINGS,
     RefusedError,
+    WriteFailed,
     locate_tree,
 )
 from recycle_distill.s3prl.patch.plan import apply, show_diff
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "starhubert, fithubert) in S3PRL's hub.py and apply the SUPERB "
                     "fine-tuning tweaks to its downstream configs.",
         epilog="Exit status: 0 done or nothing to do, 1 some file left alone (see warnings), "
-               "2 refused.")
+               "2 refused (nothing written), 3 a write failed part way (--revert restores the tree).")
     parser.add_argument("root", type=Path,
                         help="S3PRL git checkout root (holding s3prl/hub.py and "
                              "s3prl/downstream/), or an installed s3prl package directory")
@@ -72,6 +75,13 @@ def main(argv: list[str] | None = None, lock_timeout: float = DEFAULT_TIMEOUT) -
     except RefusedError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_REFUSED
+    except WriteFailed as err:
+        # The manifest recorded every change before it was made (plan.apply), so --revert
+        # restores the tree whichever write failed.
+        again = ("run --revert again once the cause is fixed" if args.revert else
+                 f"run `python patch_hub.py --revert {plain(tree.root)}` to restore it, or fix the cause and run again")
+        print(f"error: could not write {err}; stopped part way: {again}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _run_locked(args: argparse.Namespace, tree) -> int:

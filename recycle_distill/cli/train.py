@@ -18,6 +18,8 @@ from typing import Optional
 
 from recycle_distill.students.config import ConfigError
 from recycle_distill.training.config import config_help, list_recipes, load_train_config
+from recycle_distill.training.run_folder import foreign_entries
+from recycle_distill.util.messages import short_repr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config keys")
     parser.add_argument("--check", action="store_true", help="validate the config and data, then stop (writes nothing)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start a new run in a non-empty output_dir: the old run is moved aside to "
-                             "<output_dir>.old-N (never deleted)")
+                        help="start a new run in an output_dir that holds an earlier run: the old run is moved "
+                             "aside to <output_dir>.old-N (never deleted); a folder that is not a run is refused")
     parser.epilog = config_help()
 
 
 def prepare_output_dir(folder: str, resuming: bool, overwrite: bool) -> Optional[str]:
     """Refuse a new run into a folder holding another (unless resuming); with ``overwrite``,
-    move the old one aside. Returns where it was moved, or None."""
+    move the old one aside, but only when it is one of our runs (any other folder is refused
+    with what is in it). Returns where it was moved, or None."""
     if not os.path.isdir(folder) or not os.listdir(folder) or resuming:
         return None
     if not overwrite:
@@ -42,12 +45,25 @@ def prepare_output_dir(folder: str, resuming: bool, overwrite: bool) -> Optional
             "resume it with train.checkpoint=last, choose another output_dir, or pass --overwrite to move it "
             "aside"
         )
+    foreign = foreign_entries(folder)
+    if foreign:
+        raise ConfigError(
+            f"train.output_dir: {folder} is not a training run (it holds {_listing(sorted(os.listdir(folder)))}; "
+            f"not from a run: {_listing(foreign)}); --overwrite only moves aside a folder this trainer wrote: "
+            "choose another output_dir or move it yourself"
+        )
     number = 1
     while os.path.exists(f"{folder.rstrip(os.sep)}.old-{number}"):
         number += 1
     target = f"{folder.rstrip(os.sep)}.old-{number}"
     os.rename(folder, target)
     return target
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    """Names of folder entries for a message: bounded, escaped when not printable."""
+    shown = [name if name.isprintable() and len(name) <= 100 else short_repr(name, 100) for name in names[:limit]]
+    return ", ".join(shown) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"moved the previous run in {config.output_dir} to {moved}", file=sys.stderr)
     trainer = Trainer(config, check_only=args.check)
     if args.check:
+        probed = trainer.probe_data()  # refuses data of which every file read would be skipped
         print(f"config OK: {config.family} ({config.objective}), {len(trainer.train_set)} training utterances, "
-              f"{trainer.total_steps} steps")
+              f"{trainer.total_steps} steps; {probed}")
         return 0
     summary = trainer.fit()
     if trainer.dist.is_main:

@@ -45,7 +45,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from recycle_distill.util.atomic import atomic_write
+from recycle_distill.util.atomic import atomic_write, check_output_file
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,9 @@ def export_onnx(
 
     Args:
         model: a student (any dtype, plain or optimised for inference); it is not modified.
-        path: the ``.onnx`` file, written atomically (a failure leaves no partial file).
+        path: the ``.onnx`` file, written atomically (a failure leaves no partial file and an
+            earlier file as it was); anything there but a regular file (a device, a FIFO, a
+            folder) is refused with :class:`recycle_distill.util.atomic.OutputError` before tracing.
         family: the student family, stored in the metadata and checked against the model.
         dtype: ``fp32`` or ``int8`` (ONNX Runtime dynamic quantization of MatMul/Gemm).
         opset: ONNX opset (default :data:`DEFAULT_OPSET`).
@@ -291,6 +293,7 @@ def export_onnx(
     """
     dtype = check_onnx_dtype(dtype)
     require_onnx(dtype)
+    check_output_file(path)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     started = time.perf_counter()
     plain = _plain_fp32_copy(model, family)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
 from recycle_distill.inference.blocks.table import FAST_BLOCKS, PLAIN_BLOCKS
 from recycle_distill.inference.precision import compute_dtype, parse_precision
+from recycle_distill.util.options import check_bool
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def optimize_for_inference(
     Returns:
         The model, in eval mode, with ``inference_precision`` set.
     """
+    fast_paths, inplace = check_bool(fast_paths, "fast_paths"), check_bool(inplace, "inplace")
     precision, out_dtype = _parse_precisions(dtype, output_dtype)  # refused before any copy
     if not inplace:
         model = copy.deepcopy(model)

@@ -17,6 +17,8 @@ from recycle_distill import families
 from recycle_distill.students.build import ConfigSource
 from recycle_distill.s3prl.upstream import StudentUpstream
 from recycle_distill.checkpoint.fetch import fetch_checkpoint, released_checkpoint
+from recycle_distill.util.messages import plain, short_repr
+from recycle_distill.util.options import check_bool
 
 __all__ = ["load_upstream", "load_released", "load_onnx_upstream"]
 
@@ -33,9 +35,10 @@ def load_upstream(
 
     Without ``ckpt`` the family's ``default_release`` is fetched from the Hub.
     """
+    refresh = check_bool(refresh, "refresh")
     if ckpt is None:
         if default_release is None:
-            raise ValueError(f"{family}: no checkpoint given (-k / ckpt=) and none is published on the Hub")
+            raise ValueError(f"{plain(family, 100)}: no checkpoint given (-k / ckpt=) and none is published on the Hub")
         return load_released(default_release, model_config, refresh, **overrides)
     return StudentUpstream(fetch_checkpoint(ckpt, refresh), model_config, family=family, **overrides)
 
@@ -44,6 +47,7 @@ def load_released(
     name: str, model_config: Optional[ConfigSource] = None, refresh: bool = False, **overrides: Any
 ) -> StudentUpstream:
     """A published checkpoint by entry name (a row of :data:`recycle_distill.families.RELEASES`)."""
+    refresh = check_bool(refresh, "refresh")
     overrides.pop("ckpt", None)
     entry = families.RELEASES[name]
     path = released_checkpoint(name, refresh)
@@ -56,25 +60,31 @@ def load_onnx_upstream(
     refresh: bool = False,
     threads: Optional[int] = None,
     dtype: Optional[str] = None,
+    timeout: Optional[float] = None,
+    allow_any_graph: bool = False,
     **ignored: Any,
 ) -> Any:
     """The ``family`` upstream over an exported ``.onnx`` file (path or URL), run in ONNX Runtime.
 
     S3PRL passes ``model_config`` (meaningless here: the graph is the architecture) and
     ``refresh``; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's);
-    ``dtype``, when given, must be the precision the file was exported in.
+    ``dtype``, when given, must be the precision the file was exported in; ``timeout`` and
+    ``allow_any_graph`` are :class:`~recycle_distill.inference.onnx_runtime.OnnxStudentUpstream`'s.
     """
     from recycle_distill.inference.onnx_runtime import OnnxStudentUpstream
 
+    refresh = check_bool(refresh, "refresh")
     ignored.pop("model_config", None)
     if ignored:
-        raise TypeError(f"{family}_onnx: unexpected options {', '.join(sorted(ignored))} "
+        raise TypeError(f"{plain(family, 100)}_onnx: unexpected options "
+                        f"{short_repr(', '.join(sorted(map(str, ignored))), 200)[1:-1]} "
                         f"(the exported graph fixes the architecture and precision)")
     from recycle_distill.inference.precision import parse_precision
 
     wanted = None if dtype is None else parse_precision(dtype)
-    upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads)
+    upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads, timeout=timeout,
+                                   allow_any_graph=allow_any_graph)
     if wanted is not None and wanted != upstream.dtype:
-        raise ValueError(f"{upstream.path}: exported in {upstream.dtype}; dtype={dtype!r} cannot change an ONNX "
+        raise ValueError(f"{plain(upstream.path)}: exported in {upstream.dtype}; dtype={short_repr(dtype)} cannot change an ONNX "
                          f"file (export it again with --dtype {wanted})")
     return upstream

@@ -15,6 +15,7 @@ from recycle_distill.s3prl.compat import apply_compat
 from recycle_distill.inference import compute_dtype, convert_precision, parse_precision
 from recycle_distill.students.waveforms import validate_waveforms
 from recycle_distill.students.blocks.masks import pad_waveforms
+from recycle_distill.util.options import check_bool
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class StudentUpstream(nn.Module):
         **overrides: Any,
     ) -> None:
         super().__init__()
+        optimize = check_bool(optimize, "optimize")
         # Our entry points make s3prl importable on torchaudio >= 2.9 (no-op otherwise), so
         # S3PRL's Featurizer and downstreams work on what this returns.
         apply_compat()

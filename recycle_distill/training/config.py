@@ -97,7 +97,10 @@ class TrainSection:
     gradient_clip: float = _key(10.0, "clip the gradient norm (0 = off)")
     seed: int = _key(1337, "seed of everything random (order, crops, masks, hint layers, init)")
     num_workers: int = _key(2, "DataLoader worker processes")
-    max_audio_seconds: Optional[float] = _key(None, "crop longer utterances (random offset) to this length")
+    max_audio_seconds: Optional[float] = _key(40.0, "read at most this many seconds of a file: longer ones are "
+                                                    "cropped to a window at a random offset (counted in the log); "
+                                                    "the default 40 crops no LibriSpeech utterance (35 s at most); "
+                                                    "null = no limit")
     log_every_steps: int = _key(10, "TensorBoard/progress-bar logging period in optimizer steps")
     val_every_steps: int = _key(0, "validation period in steps (0 = at each epoch end)")
     save_every_steps: int = _key(0, "checkpoint period in steps (0 = at each epoch end)")

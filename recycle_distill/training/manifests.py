@@ -15,11 +15,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_manifests"]
 
 
-def build_manifests(config: TrainConfig, min_samples: int) -> tuple[list[AudioEntry], Optional[list[AudioEntry]]]:
-    """(train entries, validation entries or None); utterances shorter than ``min_samples`` dropped."""
+def build_manifests(config: TrainConfig, min_samples: int,
+                    write_cache: bool = True) -> tuple[list[AudioEntry], Optional[list[AudioEntry]]]:
+    """(train entries, validation entries or None); utterances shorter than ``min_samples`` dropped.
+
+    ``write_cache=False`` (``--check``) reads a cached folder scan but writes none.
+    """
     data = config.data
     cache_dir = data.cache_dir or os.path.join(config.output_dir, "manifests")
-    options = dict(cache_dir=cache_dir)
+    options = dict(cache_dir=cache_dir, write_cache=write_cache)
     section = dataclasses.asdict(data)
     train = manifest_from_data_config(section, "train", **options)
     valid = None

@@ -1,19 +1,24 @@
 """Training checkpoints: full state for exact resume, written atomically, pruned, exported.
 
 A checkpoint is written to a temporary file in the same folder and renamed into place, so a
-crash (even SIGKILL) during the write leaves the previous checkpoint intact and loadable.
+crash (even SIGKILL) during the write leaves the previous checkpoint intact and loadable. A
+write that fails for want of space (checkpoint or export) is one :class:`DiskFullError` line
+naming the file, the disk and its free space.
 Only plain data is stored (tensors, numbers, strings, lists, dicts): RNG states included,
 so it loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import logging
 import os
 import random
 import re
-from typing import Any, Optional
+import shutil
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,7 +30,7 @@ from recycle_distill.checkpoint.compact import atomic_write
 logger = logging.getLogger(__name__)
 
 __all__ = ["capture_rng", "restore_rng", "save_training_state", "load_training_state", "latest_checkpoint",
-           "prune_checkpoints", "export_student", "NonFiniteWeightsError"]
+           "prune_checkpoints", "export_student", "NonFiniteWeightsError", "DiskFullError"]
 
 FORMAT = "recycle-distill-train"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
@@ -60,8 +65,65 @@ def save_training_state(folder: str, step: int, state: dict[str, Any], name: Opt
     """Write ``state`` as ``<folder>/step-<step>.pt`` (or ``name``) atomically; returns the path."""
     path = os.path.join(folder, name or f"step-{step:08d}.pt")
     payload = {"format": FORMAT, "version": 1, "step": step, **state}
-    atomic_write(path, lambda temp_path: torch.save(payload, temp_path))
+
+    def write(temp_path: str) -> None:
+        # Through a Python file: a full disk is then OSError(ENOSPC), not the C++ writer's
+        # "[enforce fail at inline_container.cc] unexpected pos".
+        with open(temp_path, "wb") as handle:
+            torch.save(payload, handle)
+
+    with _explain_full_disk(path):
+        atomic_write(path, write)
     return path
+
+
+class DiskFullError(OSError):
+    """A checkpoint or the export could not be written: no space left (the message names the disk)."""
+
+
+def _mount_point(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    while not os.path.ismount(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} bytes" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"  # unreachable
+
+
+def _is_full_disk(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)  # safetensors and torch's own writer report it in their message
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+@contextlib.contextmanager
+def _explain_full_disk(path: str) -> Iterator[None]:
+    """Turn a full-disk failure of writing ``path`` into one line naming the file and the disk."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as error:  # noqa: BLE001  (OSError, safetensors' and torch's own errors)
+        if not _is_full_disk(error):
+            raise
+        mount = _mount_point(path)
+        try:
+            free = f"{_size(shutil.disk_usage(mount).free)} free"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFullError(
+            f"could not write {path}: no space left on the disk at {mount} ({free}); free some space, then "
+            "resume with train.checkpoint=last (earlier checkpoints are intact)"
+        ) from None
 
 
 def load_training_state(path: str) -> dict[str, Any]:
@@ -112,7 +174,8 @@ def export_student(path: str, model: torch.nn.Module, family: str, delete_projec
             f"not exporting {path}: {len(broken)} weight tensor(s) hold NaN or infinite values "
             f"(first: {broken[0]}); the training diverged"
         )
-    save_compact(path, state, family, config)
+    with _explain_full_disk(path):
+        save_compact(path, state, family, config)
     return path
 
 

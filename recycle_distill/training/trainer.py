@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 from recycle_distill.checkpoint import load_student as load_student_checkpoint
 from recycle_distill.training.data import AudioDataset, make_dataloader
+from recycle_distill.training.data.dataset import format_counts
 from recycle_distill.students import FAMILIES, StudentModel
+from recycle_distill.util.messages import short_repr
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 from recycle_distill.training.teacher import Teacher, load_teacher
 from recycle_distill.training.teacher.upstream_teacher import (
@@ -53,11 +55,18 @@ from recycle_distill.training.state import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainingDiverged"]
+__all__ = ["Trainer", "TrainingDiverged", "NoUsableAudio"]
+
+# Files a message names at most (a batch's, the check's).
+SHOWN_FILES = 4
 
 
 class TrainingDiverged(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class NoUsableAudio(RuntimeError):
+    """Every file read was skipped: an epoch made no optimizer step (or ``--check`` saw none usable)."""
 
 
 class Trainer:
@@ -86,8 +95,14 @@ class Trainer:
         layer_mapping = teacher_layer_mapping(self.teacher, self.student, config)
         self.objective = build_objective(config, layer_mapping)
 
-        train_entries, valid_entries = build_manifests(config, self.student.receptive_field)
+        train_entries, valid_entries = build_manifests(config, self.student.receptive_field,
+                                                       write_cache=not check_only)
         max_samples = int(train.max_audio_seconds * SAMPLE_RATE) if train.max_audio_seconds else None
+        if max_samples is not None and self.dist.is_main:
+            longer = sum(entry.num_samples > max_samples for entry in train_entries)
+            logger.info("train.max_audio_seconds: utterances longer than %g s are read as a random %g s window "
+                        "(set it to null for no limit); %d of %d in the manifest are longer",
+                        train.max_audio_seconds, train.max_audio_seconds, longer, len(train_entries))
         self.train_set = AudioDataset(train_entries, max_samples=max_samples, random_crop=True, seed=train.seed)
         self.valid_set = AudioDataset(valid_entries, max_samples=max_samples, random_crop=False) if valid_entries else None
         loader_options = dict(num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
@@ -178,56 +193,99 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps``; returns a summary (losses, export path)."""
-        train = self.config.train
-        accumulate = train.accumulate_grad_batches
+        """Train to ``total_steps``; returns a summary (losses, export path).
+
+        Raises:
+            TrainingDiverged: ``train.max_bad_steps`` non-finite steps in a row.
+            NoUsableAudio: a whole epoch gave no batch (every file read was skipped).
+        """
         progress = tqdm(total=self.total_steps, initial=self.step, desc="distil", unit="step",
                         disable=not self.dist.is_main, dynamic_ncols=True)
         window = {"loss": 0.0, "utterances": 0, "started": time.perf_counter()}
         last_loss = math.nan
-        while self.step < self.total_steps:
-            epoch = self.epoch
-            self.train_loader.set_epoch(epoch)
-            self.objective.set_epoch(epoch)
-            self._epoch_done = False
-            micro = 0
-            step_terms: dict[str, torch.Tensor] = {}
-            for batch in self.train_loader:
-                if self.dist.any(batch.is_empty):  # all ranks skip together, or DDP would hang
-                    continue
-                batch = batch.to(self.device)
-                micro += 1
-                sync = micro == accumulate
-                with self._no_sync(not sync), self._autocast():
-                    result = self.objective.training_loss(self.model, self.teacher, batch)
-                self.scaler.scale(result.total / accumulate).backward()
-                _accumulate(step_terms, result, accumulate)
-                window["utterances"] += len(batch) * self.dist.world_size
-                if sync:
-                    last_loss = self._optimizer_step(step_terms, progress, window)
-                    micro, step_terms = 0, {}
-                    if self._periodic(train.val_every_steps):
-                        self.validate()
-                    if self._periodic(train.save_every_steps):
-                        self.save()
-                    if self.step >= self.total_steps:
-                        break
-            else:
-                if micro:  # the epoch's leftover micro-batches make one last, smaller step
-                    last_loss = self._optimizer_step(step_terms, progress, window)
-                self.epoch = epoch + 1
-                self._epoch_done = True
-                if train.val_every_steps == 0:
-                    self.validate()
-                if train.save_every_steps == 0:
-                    self.save()
-        if self._last_saved_step != self.step:  # e.g. stopped mid-epoch at max_steps
-            self.save()
-        progress.close()
+        try:
+            while self.step < self.total_steps:
+                last_loss = self._epoch(progress, window, last_loss)
+            if self._last_saved_step != self.step:  # e.g. stopped mid-epoch at max_steps
+                self.save()
+        finally:
+            progress.close()  # before any error line, not after it
         self.train_set.log_skip_summary()
         export = self.export()
         self.dist.barrier()
         return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
+
+    def _epoch(self, progress: tqdm, window: dict[str, Any], last_loss: float) -> float:
+        """Train the current epoch (from the resumed position) until its end or ``total_steps``."""
+        train = self.config.train
+        accumulate = train.accumulate_grad_batches
+        epoch = self.epoch
+        from_start = self._epoch_done  # not resumed in its middle: every batch of the epoch comes
+        self.train_loader.set_epoch(epoch)
+        self.objective.set_epoch(epoch)
+        self._epoch_done = False
+        micro, used = 0, 0
+        step_terms: dict[str, torch.Tensor] = {}
+        step_files: list[torch.Tensor] = []  # dataset indices of the step's micro-batches
+        for batch in self.train_loader:
+            if self.dist.any(batch.is_empty):  # all ranks skip together, or DDP would hang
+                continue
+            used += 1
+            step_files.append(batch.indices)
+            batch = batch.to(self.device)
+            micro += 1
+            sync = micro == accumulate
+            with self._no_sync(not sync), self._autocast():
+                result = self.objective.training_loss(self.model, self.teacher, batch)
+            self.scaler.scale(result.total / accumulate).backward()
+            _accumulate(step_terms, result, accumulate)
+            window["utterances"] += len(batch) * self.dist.world_size
+            if sync:
+                last_loss = self._optimizer_step(step_terms, progress, window, self._files(step_files))
+                micro, step_terms, step_files = 0, {}, []
+                if self._periodic(train.val_every_steps):
+                    self.validate()
+                if self._periodic(train.save_every_steps):
+                    self.save()
+                if self.step >= self.total_steps:
+                    return last_loss
+        if from_start and not used:
+            # Every batch came out empty: another epoch would too, for ever.
+            dataset = self.train_set
+            raise NoUsableAudio(
+                f"epoch {epoch + 1} made no optimizer step: {dataset.skipped} of {len(dataset)} training files were "
+                f"skipped when read ({format_counts(dataset.skip_summary())}), so every batch was empty; fix or "
+                "remove those files (the warnings above name each one)"
+            )
+        if micro:  # the epoch's leftover micro-batches make one last, smaller step
+            last_loss = self._optimizer_step(step_terms, progress, window, self._files(step_files))
+        self.epoch = epoch + 1
+        self._epoch_done = True
+        if train.val_every_steps == 0:
+            self.validate()
+        if train.save_every_steps == 0:
+            self.save()
+        return last_loss
+
+    def _files(self, indices: list[torch.Tensor]) -> list[str]:
+        """The sorted paths of the files behind some batches' dataset indices."""
+        chosen = {int(i) for batch in indices for i in batch.tolist()}
+        return sorted(self.train_set.entries[i].path for i in chosen)
+
+    def probe_data(self) -> str:
+        """``--check``: read a few training files as training would (all when few); refuse when
+        every one would be skipped, since training could then make no step. Returns a summary."""
+        dataset = self.train_set
+        read, skipped = dataset.probe()
+        which = f"all {read}" if read == len(dataset) else f"{read} of the {len(dataset)}"
+        spread = "" if read == len(dataset) else " (spread over the manifest)"
+        if read and skipped == read:
+            raise NoUsableAudio(
+                f"data: --check read {which} training files{spread} and every one would be skipped "
+                f"({format_counts(dataset.skip_summary())}); training would make no step: fix or remove those "
+                "files (the warnings above name each one)"
+            )
+        return f"read {which} training files{spread}, {skipped} would be skipped"
 
     def _step_is_finite(self, loss: torch.Tensor) -> bool:
         """Unscale and clip; True on every rank when loss and gradient are finite on all ranks.
@@ -248,30 +306,37 @@ class Trainer:
             finite = finite & grads_ok
         return not self.dist.any(not bool(finite))
 
-    def _skip_step(self, terms: dict[str, torch.Tensor]) -> float:
-        """Drop this step's gradients; the optimizer and the schedule do not move."""
+    def _skip_step(self, terms: dict[str, torch.Tensor], files: Optional[list[str]] = None) -> float:
+        """Drop this step's gradients; the optimizer and the schedule do not move.
+
+        ``files``: the paths of the step's batch, named in the warning and in the final error."""
         self.scaler.update()  # unscale_ was called; the scaler needs its update before the next one
         self.optimizer.zero_grad(set_to_none=True)
         self.bad_steps += 1
         self.skipped_steps += 1
         loss = float(torch.as_tensor(terms["loss"]))
         limit = self.config.train.max_bad_steps
+        shown = _name_files(files) if files else ""
         if self.dist.is_main:
             logger.warning("step %d: non-finite loss or gradient (loss %s); optimizer step skipped (%d in a row, "
-                           "stopping at %d)", self.step + 1, loss, self.bad_steps, limit)
+                           "stopping at %d)%s", self.step + 1, loss, self.bad_steps, limit,
+                           f"; its batch: {shown}" if shown else "")
             if self.writer is not None:
                 self.writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step)
         if self.bad_steps >= limit:
+            advice = (f"the last one's batch: {shown}; check those files, lower optimizer.lr, or raise "
+                      "train.max_bad_steps" if shown else
+                      "lower optimizer.lr, check the audio, or raise train.max_bad_steps")
             raise TrainingDiverged(
                 f"stopped at step {self.step + 1}: {self.bad_steps} optimizer steps in a row had a non-finite loss "
-                f"or gradient; lower optimizer.lr, check the audio, or raise train.max_bad_steps "
-                f"(the last checkpoint is in {self.checkpoint_dir})"
+                f"or gradient; {advice} (the last checkpoint is in {self.checkpoint_dir})"
             )
         return loss
 
-    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any]) -> float:
+    def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any],
+                        files: Optional[list[str]] = None) -> float:
         if not self._step_is_finite(terms["loss"]):
-            return self._skip_step(terms)
+            return self._skip_step(terms, files)
         self.bad_steps = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -382,8 +447,8 @@ class Trainer:
         if path is None:
             logger.info("no checkpoint in %s: starting fresh", self.checkpoint_dir)
             return
-        for stale in glob.glob(os.path.join(self.checkpoint_dir, ".tmp-*")):
-            os.remove(stale)  # left by a write that was killed; the renamed files are intact
+        for stale in [] if self.check_only else glob.glob(os.path.join(self.checkpoint_dir, ".tmp-*")):
+            os.remove(stale)  # left by a write that was killed; the renamed files are intact (--check writes nothing)
         state = load_training_state(path)
         if state["family"] != self.config.family:
             raise ValueError(f"{path}: a {state['family']} run, but this config trains {self.config.family}")
@@ -406,6 +471,12 @@ class Trainer:
         export_student(path, self.student, self.config.family, self.config.train.delete_projections)
         logger.info("exported the student to %s", path)
         return path
+
+
+def _name_files(paths: list[str], limit: int = SHOWN_FILES) -> str:
+    """The first ``limit`` paths (escaped when not printable, each bounded), then how many in all."""
+    shown = [path if path.isprintable() and len(path) <= 200 else short_repr(path, 200) for path in paths[:limit]]
+    return ", ".join(shown) + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
 
 
 def _accumulate(sums: dict[str, torch.Tensor], result: Any, accumulate: int) -> None:

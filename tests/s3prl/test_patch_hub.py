@@ -662,3 +662,244 @@ def test_data_folders_are_found_in_a_non_editable_install(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [str(site / "recycle_distill" / "upstreams"),
                                         str(site / "recycle_distill" / "s3prl" / "downstream_configs")]
+
+
+# ---------------------------------------------------------------- issue 20: targets outside the tree
+
+
+def _move_outside(root: Path, outside: Path, rel: str) -> Path:
+    """Replace the tree entry ``rel`` with a symlink to a copy of it in ``outside`` (or to a new
+    file or folder there when the entry does not exist); returns the outside path."""
+    entry = root / rel
+    target = outside / rel.replace("/", "_")
+    if entry.is_dir():
+        shutil.copytree(entry, target)
+        shutil.rmtree(entry)
+    elif entry.exists():
+        shutil.copy2(entry.resolve(), target)
+        entry.unlink()
+    elif rel.endswith("cif_asr"):
+        target.mkdir()
+    else:
+        target.write_bytes(b"{}\n" if rel.endswith(".json") else b"someone's file\n")
+    entry.symlink_to(target, target_is_directory=target.is_dir())
+    return target
+
+
+@pytest.mark.parametrize("rel, named, leaf", [
+    ("s3prl/hub.py", "s3prl/hub.py", ""),
+    ("s3prl/downstream/asr/config.yaml", "s3prl/downstream/asr/config.yaml", ""),
+    ("s3prl/downstream/voxceleb1", "s3prl/downstream/voxceleb1/config.yaml", "config.yaml"),  # a config's folder
+    # the file S3PRL's own in-tree link points to, itself a link leading outside
+    ("s3prl/downstream/sv_voxceleb1/configs/amsoftmax.yaml", "s3prl/downstream/sv_voxceleb1/config.yaml", ""),
+    ("s3prl/hub.py" + ph.BACKUP_SUFFIX, "s3prl/hub.py" + ph.BACKUP_SUFFIX, ""),
+    ("s3prl/downstream/cif_asr", "s3prl/downstream/cif_asr", ""),
+    ("s3prl/" + ph.MANIFEST_NAME, "s3prl/" + ph.MANIFEST_NAME, ""),
+])
+@pytest.mark.parametrize("revert", [False, True])
+def test_a_target_leading_outside_the_tree_is_refused_before_any_write(tmp_path, root, capsys, rel, named, leaf,
+                                                                        revert):
+    """Issue 20, item 5: a symlinked hub.py, task config, config folder, backup, shim or manifest
+    that leads outside the tree is refused; nothing outside is modified, no backup lands there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if revert:
+        assert run(capsys, root)[0] == 0
+    target = _move_outside(root, outside, rel)
+    before, outside_before = snapshot(root), snapshot(outside)
+    code, out, err = run(capsys, *(["--revert"] if revert else []), root)
+    assert code == ph.EXIT_REFUSED, out + err
+    resolved = target.resolve() / leaf if leaf else target.resolve()
+    assert err == (f"error: {named} leads outside the S3PRL tree (it resolves to {resolved}); nothing was "
+                   f"changed (patch_hub.py writes only inside {root.resolve()})\n")
+    assert snapshot(root) == before and snapshot(outside) == outside_before
+
+
+def test_dry_run_refuses_a_target_outside_the_tree_too(tmp_path, root, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = _move_outside(root, outside, "s3prl/hub.py")
+    code, out, err = run(capsys, "--dry-run", root)
+    assert code == ph.EXIT_REFUSED and f"(it resolves to {target})" in err and "+++" not in out
+
+
+def test_an_in_tree_symlink_is_still_followed(root, capsys):
+    """The refusal is about where a target leads: S3PRL's own sv_voxceleb1 link stays patchable."""
+    code, _, _ = run(capsys, root)
+    assert code == 0
+    target = root / "s3prl" / "downstream" / "sv_voxceleb1" / "configs" / "amsoftmax.yaml"
+    assert ph.backup_path(target).is_file()
+
+
+# ---------------------------------------------------------------- issue 20: a write failing part way
+
+
+class FailingWrites:
+    """Counts every write-like call (file content, rename/replace, unlink, rmtree); the ``fail_at``-th
+    raises OSError(ENOSPC), as a full disk or a read-only mount would."""
+
+    def __init__(self, monkeypatch, fail_at: int | None = None):
+        import errno
+        import pathlib
+
+        self.calls, self.fail_at = 0, fail_at
+
+        def wrap(owner, name):
+            real = getattr(owner, name)
+
+            def counted(*args, **kwargs):
+                self.calls += 1
+                if self.calls == self.fail_at:
+                    raise OSError(errno.ENOSPC, "No space left on device (injected)")
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(owner, name, counted)
+
+        for owner, name in ((pathlib.Path, "write_bytes"), (os, "replace"), (os, "rename"), (os, "unlink"),
+                            (os, "remove"), (shutil, "rmtree"), (shutil, "copytree")):
+            wrap(owner, name)
+
+
+def _count_writes(tmp_path, monkeypatch, args) -> int:
+    probe = tmp_path / "probe"
+    shutil.copytree(FIXTURE, probe, symlinks=True)
+    with monkeypatch.context() as patched:
+        counter = FailingWrites(patched)
+        assert patch_hub_main([*args, str(probe)]) == 0
+    return counter.calls
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_write_failing_part_way_never_leaves_a_tree_revert_cannot_restore(tmp_path, monkeypatch, capsys,
+                                                                             fake_upstreams, copy):
+    """Issue 20, item 6: for every position of a failing write in a patch run, --revert then gives
+    the tree back byte for byte (the cif_asr shim and --copy folders included)."""
+    args = ["--copy", "--upstreams", str(fake_upstreams)] if copy else []
+    total = _count_writes(tmp_path, monkeypatch, args)
+    capsys.readouterr()
+    assert total >= 10
+    failed = 0
+    for fail_at in range(1, total + 1):
+        tree = tmp_path / f"tree{fail_at}"
+        shutil.copytree(FIXTURE, tree, symlinks=True)
+        before = snapshot(tree)
+        with monkeypatch.context() as patched:
+            FailingWrites(patched, fail_at)
+            code = patch_hub_main([*args, str(tree)])
+        err = capsys.readouterr().err
+        # A failure inside a clean-up that ignores errors (removing a temp folder) lets the run
+        # finish; every other one stops it with one line.
+        assert code in (ph.EXIT_FAILED, ph.EXIT_OK), (fail_at, err)
+        failed += code == ph.EXIT_FAILED
+        if code == ph.EXIT_FAILED:
+            lines = err.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: could not write "), (fail_at, err)
+            assert "No space left on device (injected)" in lines[0]
+            assert lines[0].endswith(f"run `python patch_hub.py --revert {tree}` to restore it, "
+                                     "or fix the cause and run again"), (fail_at, err)
+        code, out, err = run(capsys, "--revert", tree)
+        assert code == 0, (fail_at, out, err)
+        assert snapshot(tree) == before, fail_at
+    assert failed >= total * 3 // 4, (failed, total)
+
+
+def test_a_refreshed_copy_that_fails_part_way_is_still_reverted(tmp_path, monkeypatch, capsys, fake_upstreams):
+    """A --copy run replacing its own stale copy: whichever write fails, revert removes the copy."""
+    args = ["--copy", "--upstreams", str(fake_upstreams)]
+    probe = tmp_path / "probe"
+    shutil.copytree(FIXTURE, probe, symlinks=True)
+    assert patch_hub_main([*args, str(probe)]) == 0
+    (fake_upstreams / "armhubert" / "extra.py").write_text("# new in this version\n")
+    with monkeypatch.context() as patched:
+        counter = FailingWrites(patched)
+        assert patch_hub_main([*args, str(probe)]) == 0
+    capsys.readouterr()
+    (fake_upstreams / "armhubert" / "extra.py").unlink()
+    for fail_at in range(1, counter.calls + 1):
+        tree = tmp_path / f"tree{fail_at}"
+        shutil.copytree(FIXTURE, tree, symlinks=True)
+        before = snapshot(tree)
+        assert patch_hub_main([*args, str(tree)]) == 0
+        (fake_upstreams / "armhubert" / "extra.py").write_text("# new in this version\n")
+        try:
+            with monkeypatch.context() as patched:
+                FailingWrites(patched, fail_at)
+                assert patch_hub_main([*args, str(tree)]) in (ph.EXIT_FAILED, ph.EXIT_OK)
+        finally:
+            (fake_upstreams / "armhubert" / "extra.py").unlink()
+        capsys.readouterr()
+        code, out, err = run(capsys, "--revert", tree)
+        assert code == 0, (fail_at, out, err)
+        assert snapshot(tree) == before, fail_at
+
+
+def _chattr(path: Path, flag: str) -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["chattr", flag, str(path)], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def test_an_immutable_config_stops_the_run_and_revert_restores_the_tree(root, capsys):
+    """The same with a real failure: ``chattr +i`` on one config (skipped where chattr cannot)."""
+    config = config_path(root, "ASR").resolve()
+    before = snapshot(root)
+    if not _chattr(config, "+i"):
+        pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
+    try:
+        code, _, err = run(capsys, root)
+        assert code == ph.EXIT_FAILED
+        assert err.startswith("error: could not write s3prl/downstream/asr/config.yaml (") and err.count("\n") == 1
+        code, _, err = run(capsys, "--revert", root)
+        assert code == 0, err
+    finally:
+        _chattr(config, "-i")
+    assert snapshot(root) == before
+
+
+# ---------------------------------------------------------------- issue 20: files that are not UTF-8
+
+
+@pytest.mark.parametrize("rel, task", [("s3prl/hub.py", ""), ("s3prl/downstream/asr/config.yaml", "ASR: ")])
+def test_a_file_that_is_not_utf8_is_named_in_one_line(root, capsys, rel, task):
+    """Issue 20, item 17: a non-UTF-8 hub.py or task config is left alone with one warning naming
+    it; everything else is patched and reverted as usual."""
+    path = root / rel
+    data = path.read_bytes() + b"# caf\xe9\n"
+    path.write_bytes(data)
+    before = snapshot(root)
+    code, out, err = run(capsys, root)
+    expected = f"WARNING: {rel}: {task}not UTF-8 text (byte 0xe9 at offset {len(data) - 2}); left alone"
+    assert code == ph.EXIT_WARNINGS and err.splitlines() == [expected]
+    assert path.read_bytes() == data and "Done: 9 item(s) patched." in out
+    code, _, err = run(capsys, "--revert", root)
+    assert code == ph.EXIT_OK and err == ""  # the file was never patched: nothing to revert in it
+    assert snapshot(root) == before
+
+
+def test_patch_hub_script_names_a_non_utf8_hub_without_a_traceback(root):
+    import subprocess
+    import sys
+
+    hub = root / "s3prl" / "hub.py"
+    hub.write_bytes(b"\xff\xfe" + hub.read_bytes())
+    done = subprocess.run([sys.executable, str(REPO / "patch_hub.py"), str(root)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == ph.EXIT_WARNINGS, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == ["WARNING: s3prl/hub.py: not UTF-8 text (byte 0xff at offset 0); left alone"]
+
+
+@pytest.mark.parametrize("rel", ["s3prl/hub.py" + ph.BACKUP_SUFFIX, "s3prl/" + ph.MANIFEST_NAME])
+def test_a_fifo_at_a_target_is_refused_before_any_write(root, capsys, rel):
+    """A device-like node where patch_hub.py writes (a backup, the manifest) is refused, not replaced."""
+    before = snapshot(root)  # (taken before the FIFO is made: reading one would block)
+    os.mkfifo(root / rel)
+    code, _, err = run(capsys, root)
+    assert code == ph.EXIT_REFUSED
+    assert err == f"error: {rel} is a FIFO (named pipe), not a regular file or folder; nothing was changed\n"
+    assert stat.S_ISFIFO((root / rel).lstat().st_mode)
+    (root / rel).unlink()
+    assert snapshot(root) == before

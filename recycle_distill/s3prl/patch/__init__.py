@@ -29,8 +29,14 @@ A run holds an exclusive lock on the tree from the first read to the last write 
 Files whose content is neither the expected original nor our patched version are reported and
 left alone.  A run is planned in full (plan.py, runs.py) before anything is written.
 
+Every target is resolved first, symlinks followed, and a run that would read, write, back up or
+remove anything outside the tree given is refused before the first write (runs.py).  A patch
+writes the manifest, recording every change, before making the first one, and a revert rewrites
+it only after its own, so a run stopped part way (a full disk, an immutable file) never leaves a
+tree that ``--revert`` cannot restore byte for byte (plan.py).
+
 Exit status: 0 when everything is in the wanted state, 1 when some file was left alone
-(see the warnings), 2 when the tree was refused.
+(see the warnings), 2 when the tree was refused, 3 when a write failed part way.
 
 Needs only the standard library and PyYAML: nothing here may import torch, so that
 ``patch_hub.py`` runs with the Python that runs S3PRL's scripts, or any other.
@@ -44,6 +50,7 @@ from pathlib import Path
 
 from recycle_distill.s3prl.patch.base import (
     BACKUP_SUFFIX,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_WARNINGS,
@@ -52,6 +59,7 @@ from recycle_distill.s3prl.patch.base import (
     RefusedError,
     TaskTweak,
     Tree,
+    WriteFailed,
     atomic_write,
     backup_path,
     format_lr,
@@ -92,9 +100,9 @@ def default_configs_dir() -> Path:
     return Path(str(resources.files("recycle_distill.s3prl") / "downstream_configs"))
 
 __all__ = [
-    "BACKUP_SUFFIX", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
+    "BACKUP_SUFFIX", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_WARNINGS",
     "FAMILIES", "HUB_BEGIN", "HUB_END", "MANIFEST_NAME", "TASKS",
-    "PatchError", "Plan", "RefusedError", "TaskTweak", "Tree", "Write",
+    "PatchError", "Plan", "RefusedError", "TaskTweak", "Tree", "Write", "WriteFailed",
     "add_hub_block", "apply", "default_configs_dir", "default_upstreams_dir", "atomic_write", "backup_path", "check_tweaked", "find_hub_block",
     "format_lr", "hub_block", "locate_tree", "patch_config_text", "plan_patch",
     "plan_revert", "remove_hub_block", "set_optimizer_lr", "show_diff", "tree_hashes",

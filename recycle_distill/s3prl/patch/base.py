@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,8 +23,9 @@ from recycle_distill.util.atomic import default_mode
 
 
 # 0: everything is in the wanted state; 1: some file was left alone (see the warnings);
-# 2: the tree was refused and nothing was written.
-EXIT_OK, EXIT_WARNINGS, EXIT_REFUSED = 0, 1, 2
+# 2: the tree was refused and nothing was written; 3: a write failed part way (the manifest
+# already records every change, so ``--revert`` restores the tree).
+EXIT_OK, EXIT_WARNINGS, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3
 
 
 class PatchError(Exception):
@@ -31,6 +34,22 @@ class PatchError(Exception):
 
 class RefusedError(Exception):
     """The tree cannot be patched at all; the message says why."""
+
+
+class WriteFailed(Exception):
+    """Writing ``label`` (a target, relative to the tree) failed part way through a run."""
+
+    def __init__(self, label: str, error: Exception) -> None:
+        super().__init__(f"{label} ({getattr(error, 'strerror', None) or error})")
+        self.label, self.error = label, error
+
+
+def utf8_text(data: bytes) -> str:
+    """``data`` decoded as UTF-8; PatchError naming the first bad byte and its offset otherwise."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PatchError(f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})") from None
 
 
 # -------------------- tasks -----------------------------------------------------------------
@@ -204,6 +223,20 @@ def write_folder_atomically(dst: Path, files: dict[str, bytes]) -> None:
         os.rename(tmp, dst)  # dst was absent when planned, and the tree lock keeps it so
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove ``folder``: renamed first to a temp name beside it, so that a removal stopped part way
+    leaves no half folder under the real name (the next run removes the temp, see runs.py)."""
+    if re.fullmatch(r"\..+\.[A-Za-z0-9_]{8}\.tmp", folder.name):  # already a temp of ours
+        shutil.rmtree(folder)
+        return
+    temp = folder.with_name(f".{folder.name}.{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}.tmp")
+    os.rename(folder, temp)
+    shutil.rmtree(temp)
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
 def copy_tree_atomically(src: Path, dst: Path) -> None:

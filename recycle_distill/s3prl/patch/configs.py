@@ -23,6 +23,7 @@ from recycle_distill.s3prl.patch.base import (
     backup_path,
     format_lr,
     read_if_file,
+    utf8_text,
 )
 from recycle_distill.s3prl.patch.plan import Plan, plan_backup
 
@@ -164,7 +165,7 @@ def patched_original(original: bytes | None, task: TaskTweak) -> bytes | None:
     if original is None:
         return None
     try:
-        return patch_config_text(original.decode("utf-8"), task).encode("utf-8")
+        return patch_config_text(utf8_text(original), task).encode("utf-8")
     except PatchError:
         return None
 
@@ -204,7 +205,13 @@ def plan_configs(tree: Tree, plan: Plan, shipped_configs: Path) -> set[str]:
             plan.note("unchanged", shown, f"{task.key}: already patched")
             patched.add(task.config)
             continue
-        text = current.decode("utf-8")
+        try:
+            text = utf8_text(current)
+        except PatchError as err:
+            plan.warn(shown, f"{task.key}: {err}; left alone")
+            if original is not None:
+                patched.add(task.config)
+            continue
         try:
             new = patch_config_text(text, task).encode("utf-8")
         except PatchError as err:

@@ -6,18 +6,21 @@ Sections (formerly one module each): plan, diff.
 from __future__ import annotations
 
 import difflib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from recycle_distill.util.atomic import OutputError
+from recycle_distill.util.messages import plain
 from recycle_distill.s3prl.patch.base import (
     Tree,
+    WriteFailed,
     atomic_write,
     backup_path,
     copy_tree_atomically,
     file_mode,
     read_if_file,
+    remove_folder,
     write_folder_atomically,
 )
 
@@ -52,6 +55,10 @@ class Plan:
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     changed: int = 0
+    # The manifest: its write or removal (in ``writes`` / ``removals``) is carried out last, and a
+    # patch writes ``journal`` (the manifest recording every change it is about to make) first.
+    manifest: Path | None = None
+    journal: Write | None = None
 
     def _label(self, path: Path | str) -> str:
         """How a message names ``path``: relative to the root; strings are kept as given."""
@@ -81,18 +88,46 @@ def plan_backup(plan: Plan, path: Path, original: bytes) -> None:
 
 
 def apply(plan: Plan) -> None:
-    """Carry out a plan: copies, new folders, writes (backups first, in plan order), then removals."""
+    """Carry out a plan: the journal, copies, new folders, writes (backups first, in plan order),
+    removals, then the manifest.
+
+    A patch's journal records every change before the first one is made, so a run stopped part
+    way (a full disk, an immutable file) leaves a tree that ``--revert`` restores; a revert
+    rewrites the manifest only once its own changes are made.  Raises WriteFailed naming the
+    target whose write failed.
+    """
+    if plan.journal is not None:
+        _step(plan, plan.journal.path, _write, plan.journal)
     for src, dst in plan.copies:
-        copy_tree_atomically(src, dst)
+        _step(plan, dst, copy_tree_atomically, src, dst)
     for folder, files in plan.folders:
-        write_folder_atomically(folder, files)
+        _step(plan, folder, write_folder_atomically, folder, files)
+    last = [write for write in plan.writes if write.path == plan.manifest]
     for write in plan.writes:
-        mode = file_mode(write.mode_from) if write.mode_from else None
-        atomic_write(write.path, write.new, mode)
+        if write.path != plan.manifest:
+            _step(plan, write.path, _write, write)
     for path in plan.removals:
-        path.unlink(missing_ok=True)
+        if path != plan.manifest:
+            _step(plan, path, path.unlink, missing_ok=True)
     for folder in plan.tree_removals:
-        shutil.rmtree(folder)
+        _step(plan, folder, remove_folder, folder)
+    for write in last:
+        if plan.journal is None or write.new != plan.journal.new:
+            _step(plan, write.path, _write, write)
+    if plan.manifest is not None and plan.manifest in plan.removals:
+        _step(plan, plan.manifest, plan.manifest.unlink, missing_ok=True)
+
+
+def _write(write: Write) -> None:
+    atomic_write(write.path, write.new, file_mode(write.mode_from) if write.mode_from else None)
+
+
+def _step(plan: Plan, target: Path, action, *args, **kwargs) -> None:
+    """Run one write of the plan; an OSError becomes WriteFailed naming ``target``."""
+    try:
+        action(*args, **kwargs)
+    except (OSError, OutputError) as err:
+        raise WriteFailed(plain(plan.tree.label(target)), err) from err
 
 
 # -------------------- diff ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from recycle_distill.s3prl.patch.base import (
     backup_path,
     read_if_file,
     tree_hashes,
+    utf8_text,
 )
 from recycle_distill.s3prl.patch.plan import Plan, plan_backup
 
@@ -105,8 +106,8 @@ def plan_hub(tree: Tree, plan: Plan, copy: bool) -> bool:
     """Plan the hub.py registration; returns True when hub.py ends up patched by us."""
     hub = (tree.package / "hub.py").resolve()
     current = hub.read_bytes()
-    text = current.decode("utf-8")
     try:
+        text = utf8_text(current)
         span = find_hub_block(text)
     except PatchError as err:
         plan.warn(hub, f"{err}; left alone")
@@ -134,10 +135,12 @@ def plan_revert_hub(plan: Plan, hub: Path) -> bool:
     current = hub.read_bytes()
     backup = backup_path(hub)
     original = read_if_file(backup)
-    text = current.decode("utf-8")
     try:
+        text = utf8_text(current)
         span = find_hub_block(text)
     except PatchError as err:
+        if original is None and HUB_BEGIN.encode() not in current and HUB_END.encode() not in current:
+            return True  # neither a backup nor a block: nothing of ours to revert
         plan.warn(hub, f"{err}; left alone")
         return False
     if span is None:
@@ -152,9 +155,12 @@ def plan_revert_hub(plan: Plan, hub: Path) -> bool:
     stripped = remove_hub_block(text).encode("utf-8")
     # Restore the backup only when hub.py is exactly what we made of it; otherwise someone
     # edited it since, and cutting out just our block keeps their edits.
-    ours = original is not None and any(
-        add_hub_block(original.decode("utf-8"), copy).encode("utf-8") == current
-        for copy in (False, True))
+    try:
+        original_text = utf8_text(original) if original is not None else None
+    except PatchError:
+        original_text = None  # not a backup we wrote of a hub we could patch
+    ours = original_text is not None and any(
+        add_hub_block(original_text, copy).encode("utf-8") == current for copy in (False, True))
     if ours:
         plan.write(hub, current, original)
         plan.note("restore", hub, "registration removed")
@@ -259,18 +265,21 @@ def plan_revert_shim(tree: Tree, plan: Plan, created: dict) -> dict:
     return left
 
 
-def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, changed: str) -> dict:
-    """Plan removing each folder of ``record`` (key -> hashes) still exactly as this tool wrote it.
+def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, changed: str,
+                            also: dict | None = None) -> dict:
+    """Plan removing each folder of ``record`` (key -> hashes) still exactly as this tool wrote it
+    (or as ``also`` records it: the copy a run stopped part way was replacing).
 
     A folder that changed (or became a symlink) gets the ``changed`` warning and stays in the
     returned record; one that is gone is forgotten.
     """
     left = {}
+    also = also or {}
     for key, hashes in sorted(record.items()):
         folder = tree.package / key
         if not folder.exists() and not folder.is_symlink():
             continue
-        if folder.is_dir() and not folder.is_symlink() and tree_hashes(folder) == hashes:
+        if folder.is_dir() and not folder.is_symlink() and tree_hashes(folder) in (hashes, also.get(key)):
             plan.tree_removals.append(folder)
             plan.note("remove", folder, what)
             plan.changed += 1
@@ -288,12 +297,14 @@ def plan_remove_own_folders(tree: Tree, plan: Plan, record: dict, what: str, cha
 # can tell its own (possibly stale) copy from a folder someone else put there.
 
 
-def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
+def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path, replacing: dict | None = None) -> dict:
     """Plan copying ``source``/<family> into s3prl/upstream/; returns the copied-folder record.
 
-    ``source`` is the repository's ``upstreams/`` folder.
+    ``source`` is the repository's ``upstreams/`` folder.  A copy of ours that is replaced (a
+    stale one) gets its current hashes put in ``replacing`` (for the journal, see runs.py).
     """
     copied = dict(manifest.get("copied") or {})
+    pending = manifest.get("pending") or {}
     upstream = tree.package / "upstream"
     if not upstream.is_dir():
         raise RefusedError(f"--copy needs {tree.label(upstream)}/, which is missing")
@@ -310,9 +321,11 @@ def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
             if current == wanted:
                 plan.note("unchanged", dst, "already copied")
                 continue
-            if current is None or copied.get(key) != current:
+            if current is None or current not in (copied.get(key), pending.get(key)):
                 plan.warn(dst, "exists and differs from upstreams/" + family + "; left alone")
                 continue
+            if replacing is not None:
+                replacing[key] = current
         plan.copies.append((src, dst))
         plan.note("copy", dst, f"from {src}")
         copied[key] = wanted
@@ -323,4 +336,5 @@ def plan_copies(tree: Tree, plan: Plan, manifest: dict, source: Path) -> dict:
 def plan_revert_copies(tree: Tree, plan: Plan, manifest: dict) -> dict:
     """Plan removing the folders a ``--copy`` run made; returns the record of those kept."""
     return plan_remove_own_folders(tree, plan, manifest.get("copied") or {}, "copied upstream",
-                                   "changed since patch_hub.py --copy copied it; left alone")
+                                   "changed since patch_hub.py --copy copied it; left alone",
+                                   also=manifest.get("pending") or {})

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from recycle_distill.util.messages import short_repr
+from recycle_distill.util.atomic import node_kind
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.s3prl.patch.base import BACKUP_SUFFIX, TASKS, RefusedError, Tree, read_if_file
 from recycle_distill.s3prl.patch.configs import plan_configs, plan_revert_configs
-from recycle_distill.s3prl.patch.plan import Plan
+from recycle_distill.s3prl.patch.plan import Plan, Write
 from recycle_distill.s3prl.patch.registration import (
     FAMILIES,
     plan_copies,
@@ -74,6 +75,7 @@ def read_manifest(tree: Tree, plan: Plan) -> dict:
                     if _accepted(tree, plan, path, entry, PATCHED_KEYS, folder=False)],
         "copied": _folders(tree, plan, path, data.get("copied"), COPY_KEYS),
         "created": _folders(tree, plan, path, data.get("created"), shim_keys()),
+        "pending": _folders(tree, plan, path, data.get("pending"), COPY_KEYS),
     }
 
 
@@ -107,22 +109,46 @@ def _accepted(tree: Tree, plan: Plan, path, key, allowed: frozenset, folder: boo
     return True
 
 
-def plan_manifest(tree: Tree, plan: Plan, patched: set[str], copied: dict, created: dict | None = None) -> None:
-    """Plan writing the manifest, or removing it when nothing is left to revert."""
+def manifest_bytes(patched: set[str], copied: dict, created: dict, pending: dict | None = None) -> bytes:
+    """The manifest's content.  ``pending``: the hashes of the copies a run is replacing (a run
+    stopped part way may leave either the old or the new copy; both are ours)."""
+    manifest = {"tool": "recycle-distill patch_hub.py", "format": 1,
+                "patched": sorted(patched), "copied": dict(sorted(copied.items()))}
+    if created:
+        manifest["created"] = dict(sorted(created.items()))
+    if pending:
+        manifest["pending"] = dict(sorted(pending.items()))
+    return (json.dumps(manifest, indent=2) + "\n").encode()
+
+
+def plan_manifest(tree: Tree, plan: Plan, patched: set[str], copied: dict, created: dict | None = None,
+                  pending: dict | None = None) -> None:
+    """Plan writing the manifest, or removing it when nothing is left to revert (done last)."""
     path = tree.package / MANIFEST_NAME
+    plan.manifest = path
     old = read_if_file(path)
     created = created or {}
     if not patched and not copied and not created:
         if old is not None:
             plan.removals.append(path)
         return
-    manifest = {"tool": "recycle-distill patch_hub.py", "format": 1,
-                "patched": sorted(patched), "copied": dict(sorted(copied.items()))}
-    if created:
-        manifest["created"] = dict(sorted(created.items()))
-    new = (json.dumps(manifest, indent=2) + "\n").encode()
+    new = manifest_bytes(patched, copied, created, pending)
     if new != old:
         plan.write(path, old, new, show_diff=False)
+
+
+def plan_journal(tree: Tree, plan: Plan, patched: set[str], copied: dict, created: dict, replacing: dict) -> None:
+    """Plan writing, before anything else, the manifest as it will be once the patch is done, plus
+    the copies it replaces: a patch stopped part way then leaves nothing ``--revert`` does not know."""
+    path = tree.package / MANIFEST_NAME
+    if not (plan.copies or plan.folders or any(write.path != path for write in plan.writes)):
+        return
+    if not patched and not copied and not created:
+        return
+    new = manifest_bytes(patched, copied, created, replacing)
+    old = read_if_file(path)
+    if new != old:
+        plan.journal = Write(path, old, new, "")
 
 
 # -------------------- preflight -------------------------------------------------------------
@@ -135,12 +161,14 @@ def plan_manifest(tree: Tree, plan: Plan, patched: set[str], copied: dict, creat
 # is removed by the next run, which recognises it by that exact pattern next to a target it knows.
 
 
-def _known_targets(tree: Tree) -> list[Path]:
-    """Every file or folder a patch or revert may write (temps are made next to these)."""
+def _known_targets(tree: Tree, copies: bool = True) -> list[Path]:
+    """Every file or folder a patch or revert may write (temps are made next to these);
+    ``copies``: include the ``--copy`` folders ``upstream/<family>``."""
 
     targets = [tree.package / "hub.py", tree.package / MANIFEST_NAME]
     targets += [tree.package / key for key in sorted(shim_keys())]
-    targets += [tree.package / "upstream" / family for family in FAMILIES]
+    if copies:
+        targets += [tree.package / "upstream" / family for family in FAMILIES]
     for task in TASKS:
         config = tree.downstream / task.config
         targets += [config, config.resolve() if config.exists() else config]
@@ -167,6 +195,31 @@ def plan_stale_temps(tree: Tree, plan: Plan) -> None:
             plan.note("clean", entry, "temporary file left by an interrupted run")
 
 
+def check_inside_tree(tree: Tree, copies: bool = True) -> None:
+    """Raise RefusedError naming the first target that leads outside the tree.
+
+    Every file and folder a patch or revert may read, write, back up or remove (hub.py, the task
+    configs and the folders holding them, the files S3PRL's own symlinks point to, the backups,
+    the shims, the ``--copy`` folders, the manifest) must resolve, symlinks followed, to a path
+    inside the tree given: a symlink within the tree (S3PRL's sv_voxceleb1 config) is followed,
+    one leading outside refuses the whole run before anything is written. ``copies=False`` leaves
+    out the ``--copy`` folders: a run that copies nothing does not write them, and a revert reaches
+    them only through manifest entries, each checked on its own (an entry leading outside is
+    ignored with a warning, the rest of the tree is still reverted).
+    """
+    root = os.path.realpath(tree.root)
+    for target in _known_targets(tree, copies):
+        real = os.path.realpath(target)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise RefusedError(f"{plain(tree.label(target))} leads outside the S3PRL tree (it resolves to "
+                               f"{plain(real)}); nothing was changed (patch_hub.py writes only inside "
+                               f"{plain(root)})")
+        kind = node_kind(target)
+        if kind not in (None, "regular file", "folder"):
+            raise RefusedError(f"{plain(tree.label(target))} is a {kind}, not a regular file or folder; nothing "
+                               "was changed")
+
+
 def check_writable(plan: Plan) -> None:
     """Raise RefusedError naming every folder the plan needs to write but cannot."""
     folders = {write.path.parent for write in plan.writes}
@@ -185,8 +238,10 @@ def check_writable(plan: Plan) -> None:
 # -------------------- operations ------------------------------------------------------------
 # The two runs, patch and revert, planned from the per-target steps.
 #
-# The order of the steps is the order of the report lines and of the writes, and the manifest
-# comes last because it records what the other steps leave behind.
+# The order of the steps is the order of the report lines and of the writes.  The manifest is
+# planned last because it records what the other steps leave behind; a patch also writes it
+# first, as a journal of every change it is about to make (plan_journal), and a revert rewrites
+# it only after its own changes (plan.apply), so a run stopped part way is always revertible.
 
 
 def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -> Plan:
@@ -195,22 +250,30 @@ def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -
     ``upstreams`` is the folder ``--copy`` copies the families from; ``shipped_configs`` the
     pre-patched configs the report points to when the tree has none.
     """
+    check_inside_tree(tree, copies=copy)
     plan = Plan(tree)
     plan_stale_temps(tree, plan)
     manifest = read_manifest(tree, plan)
-    copied = (plan_copies(tree, plan, manifest, upstreams) if copy
-              else dict(manifest.get("copied") or {}))
+    replacing: dict = {}
+    if copy:
+        copied = plan_copies(tree, plan, manifest, upstreams, replacing)
+        pending: dict = {}
+    else:
+        copied = dict(manifest.get("copied") or {})
+        pending = dict(manifest.get("pending") or {})
     patched = {entry for entry in manifest.get("patched") or [] if isinstance(entry, str)}
     if plan_hub(tree, plan, copy):
         patched.add("hub.py")
     patched |= {f"downstream/{config}" for config in plan_configs(tree, plan, shipped_configs)}
     created = plan_shim(tree, plan, manifest.get("created") or {})
-    plan_manifest(tree, plan, patched, copied, created)
+    plan_manifest(tree, plan, patched, copied, created, pending)
+    plan_journal(tree, plan, patched, copied, created, {**pending, **replacing})
     return plan
 
 
 def plan_revert(tree: Tree) -> Plan:
     """Plan undoing a previous run: restore backups, drop the hub block and the copies."""
+    check_inside_tree(tree, copies=False)
     plan = Plan(tree)
     plan_stale_temps(tree, plan)
     manifest = read_manifest(tree, plan)

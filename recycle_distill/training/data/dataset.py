@@ -1,12 +1,16 @@
 """Waveform dataset over a manifest: float32 mono 16 kHz, optional seeded random crop.
 
 Bad files never stop an epoch. A file that cannot be read, is not at the expected rate
-(training never resamples), is not mono or holds NaN/inf samples (float WAV/FLAC can; one
-such file would turn every loss and weight into NaN) makes ``__getitem__`` return ``None``; the
-collate drops it. Each such file is logged once (with the reason) and counted in a flag
-tensor kept in shared memory, so the count and the "warn once" rule hold across
-DataLoader worker processes and epochs, and ``dataset.skipped`` read in the main process
-sees skips made in the workers.
+(training never resamples), is not mono, or holds NaN/inf samples or samples beyond
+:data:`MAX_ABS_SAMPLE` (float WAV can; one such file would turn every loss and weight into
+NaN) makes ``__getitem__`` return ``None``; the collate drops it. Each such file is logged
+once (with the reason) and counted in a flag tensor kept in shared memory, so the count and
+the "warn once" rule hold across DataLoader worker processes and epochs, and
+``dataset.skipped`` read in the main process sees skips made in the workers.
+
+No more than ``max_samples`` samples are ever read from a file (a window at a seeded random
+offset in training), whatever length its manifest claims; files read that way are counted
+the same way (:attr:`AudioDataset.cropped`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,18 @@ from recycle_distill.training.data.manifest import AudioEntry, ManifestError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioDataset", "SKIP_REASONS"]
+__all__ = ["AudioDataset", "SKIP_REASONS", "MAX_ABS_SAMPLE", "format_counts"]
 
 # Flag codes stored per entry (0 = fine or not read yet).
-UNREADABLE, WRONG_RATE, NOT_MONO, EMPTY, NON_FINITE = 1, 2, 3, 4, 5
+UNREADABLE, WRONG_RATE, NOT_MONO, EMPTY, NON_FINITE, OUT_OF_RANGE = 1, 2, 3, 4, 5, 6
 SKIP_REASONS = {UNREADABLE: "unreadable", WRONG_RATE: "wrong sample rate", NOT_MONO: "not mono", EMPTY: "empty",
-                NON_FINITE: "non-finite samples"}
+                NON_FINITE: "non-finite samples", OUT_OF_RANGE: "out-of-range samples"}
+
+# Decoded integer PCM lies within [-1, 1]; a float file may hold anything. Beyond 1000 (60 dB over
+# full scale) a sample is no recording's (a float file left at integer scale, or garbage): such
+# values drive the CNN towards float16's limit (65504) and their squares, in the wave and layer
+# normalisations, towards float32's; one such file would make non-finite losses.
+MAX_ABS_SAMPLE = 1000.0
 
 Item = tuple[Tensor, int]
 
@@ -74,6 +84,7 @@ class AudioDataset(Dataset):
         self.epoch = 0
         # Shared memory: forked (or spawned) workers write into the same storage.
         self._flags = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
+        self._cropped = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -108,10 +119,27 @@ class AudioDataset(Dataset):
             summary[reason] = summary.get(reason, 0) + 1
         return summary
 
+    @property
+    def cropped(self) -> int:
+        """How many distinct files were longer than ``max_samples`` when read (all workers, all epochs)."""
+        return int((self._cropped > 0).sum())
+
     def log_skip_summary(self) -> None:
-        """One warning with the skip counts (nothing when no file was skipped)."""
+        """One warning with the skip counts, one line with the crop count (nothing when none)."""
         if self.skipped:
             logger.warning("skipped %d of %d files so far: %s", self.skipped, len(self), self.skip_summary())
+        if self.cropped and self.max_samples is not None:
+            seconds = f"{self.max_samples / self.sample_rate:g} s"
+            logger.info("cropped %d of %d files longer than %s (train.max_audio_seconds) to a %s window",
+                        self.cropped, len(self), seconds, seconds)
+
+    def probe(self, limit: int = 32) -> tuple[int, int]:
+        """Read up to ``limit`` files spread evenly over the manifest (all when fewer), as training
+        would; returns (files read, files skipped). ``--check`` refuses a run when all are skipped."""
+        count = min(limit, len(self))
+        picked = sorted({int(i) for i in np.linspace(0, len(self) - 1, count).round()})
+        skipped = sum(self[index] is None for index in picked)
+        return len(picked), skipped
 
     def _skip(self, index: int, code: int, detail: str) -> None:
         # Check-then-set is not atomic across workers, but one index is read by one worker
@@ -150,8 +178,11 @@ class AudioDataset(Dataset):
                     self._skip(index, NOT_MONO, f"{audio.channels} channels, expected mono")
                     return None
                 start, count = self._crop(index, audio.frames)
+                if count < audio.frames:
+                    self._cropped[index] = 1
                 if start:
                     audio.seek(start)
+                # Never more than the window, whatever the manifest said about the length.
                 samples = audio.read(count, dtype="float32", always_2d=False)
         except Exception as error:  # any decoder error means this file is unusable, not the epoch
             self._skip(index, UNREADABLE, f"unreadable ({type(error).__name__}: {error})")
@@ -164,4 +195,17 @@ class AudioDataset(Dataset):
             self._skip(index, NON_FINITE, f"{int(samples.size - finite.sum())} of {samples.size} samples "
                                           "are NaN or infinite")
             return None
+        magnitude = np.abs(samples)
+        beyond = magnitude > MAX_ABS_SAMPLE
+        if beyond.any():
+            self._skip(index, OUT_OF_RANGE, f"{int(beyond.sum())} of {samples.size} samples are out of range "
+                                            f"(|x| > {MAX_ABS_SAMPLE:g}, largest {float(magnitude.max()):g}); "
+                                            "audio lies within [-1, 1]")
+            return None
         return torch.from_numpy(np.ascontiguousarray(samples)), index
+
+
+def format_counts(summary: dict[str, int]) -> str:
+    """``wrong sample rate: 3, unreadable: 1`` (most frequent first) for messages."""
+    ordered = sorted(summary.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{reason}: {count}" for reason, count in ordered)

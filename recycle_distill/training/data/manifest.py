@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
+
+from recycle_distill.util.messages import short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +128,30 @@ def _clean_field(text: Optional[str]) -> str:
     return " ".join(text.split())
 
 
-def _optional_int(field: str) -> Optional[int]:
-    return int(field) if field.strip() else None
+# The most samples one manifest line may claim: 2**40 is 795 days at 16 kHz, and keeps sums and
+# the batch planner's int64 arithmetic far from overflowing.
+MAX_SAMPLES = 2**40
+MAX_RATE_OR_CHANNELS = 2**31 - 1
+
+
+def _count(text: str, key: str, where: str, low: int, high: int) -> int:
+    """A whole number in [low, high] from a manifest field; one line naming the file, line and key otherwise."""
+    value: Optional[int] = None
+    try:
+        value = int(text)
+    except ValueError:
+        try:  # the reference len_for_bucket CSVs may hold "16000.0"
+            number = float(text)
+            value = int(number) if math.isfinite(number) else None
+        except ValueError:
+            value = None
+    if value is None or not low <= value <= high:
+        raise ManifestError(f"{where}: {key} must be a whole number from {low} to {high}, got {short_repr(text)}")
+    return value
+
+
+def _optional_int(field: str, key: str, where: str) -> Optional[int]:
+    return _count(field.strip(), key, where, 1, MAX_RATE_OR_CHANNELS) if field.strip() else None
 
 
 def read_tsv_manifest(path: PathLike) -> Manifest:
@@ -163,12 +188,10 @@ def read_tsv_manifest(path: PathLike) -> Manifest:
         fields = line.split("\t")
         if len(fields) < 2:
             raise ManifestError(f"{tsv}:{number}: expected 'path<TAB>num_samples', got {line!r}")
-        try:
-            num_samples = int(fields[1])
-            sample_rate = _optional_int(fields[2]) if len(fields) > 2 else None
-            channels = _optional_int(fields[3]) if len(fields) > 3 else None
-        except ValueError as error:
-            raise ManifestError(f"{tsv}:{number}: bad number in {line!r} ({error})") from None
+        where = f"{tsv}:{number}"
+        num_samples = _count(fields[1], "num_samples", where, 0, MAX_SAMPLES)
+        sample_rate = _optional_int(fields[2], "sample_rate", where) if len(fields) > 2 else None
+        channels = _optional_int(fields[3], "channels", where) if len(fields) > 3 else None
         file_path = fields[0]
         full = file_path if os.path.isabs(file_path) else os.path.normpath(os.path.join(root, file_path))
         speaker = fields[4] if len(fields) > 4 and fields[4] else librispeech_speaker(file_path)
@@ -240,11 +263,13 @@ def read_len_for_bucket(bucketing_path: PathLike, subsets: Sequence[str], libri_
                 raise ManifestError(f"{csv_path}: expected columns ',file_path,length,label', got {reader.fieldnames}")
             for row in reader:
                 file_path = row["file_path"]
+                if not file_path:
+                    raise ManifestError(f"{csv_path}:{reader.line_num}: file_path is empty")
                 full = file_path if os.path.isabs(file_path) else os.path.normpath(os.path.join(libri_root, file_path))
                 label = (row.get("label") or "").strip() or None
-                entries.append(
-                    AudioEntry(full, int(float(row["length"])), speaker=librispeech_speaker(file_path), transcript=label)
-                )
+                where = f"{csv_path}:{reader.line_num}"
+                length = _count((row["length"] or "").strip(), "length", where, 0, MAX_SAMPLES)
+                entries.append(AudioEntry(full, length, speaker=librispeech_speaker(file_path), transcript=label))
     if not entries:
         raise ManifestError(f"len_for_bucket CSVs in {folder} for subsets {list(subsets)} list no audio files")
     return Manifest(entries, source=str(folder), kind="len_for_bucket")

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -21,6 +20,7 @@ from typing import Optional, Sequence, Union
 import soundfile
 from tqdm.auto import tqdm
 
+from recycle_distill.util.atomic import OutputError, atomic_write, default_mode
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 from recycle_distill.training.data.manifest import (
     AudioEntry,
@@ -120,18 +120,15 @@ def _load_cache(path: Path, source: str, kind: str) -> Optional[Manifest]:
 
 
 def _store_cache(manifest: Manifest, path: Path, prefix: str, root: Path) -> None:
-    """Write atomically (ranks may build at once), then drop stale caches of the source."""
+    """Write atomically (ranks may build at once; the file follows the umask), then drop stale caches of the source."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tsv")
-        os.close(handle)
-        write_tsv_manifest(manifest, temporary, root=root, extended=True)
-        os.replace(temporary, path)
+        atomic_write(path, lambda temporary: write_tsv_manifest(manifest, temporary, root=root, extended=True),
+                     mode=default_mode(), prefix=".tmp-", suffix=".tsv")
         for stale in path.parent.glob(Path(prefix).name + "-*.tsv"):
             if stale != path:
                 stale.unlink(missing_ok=True)
         manifest.cache_path = path
-    except (OSError, UnicodeError) as error:
+    except (OSError, UnicodeError, OutputError) as error:
         # A read-only cache folder (or a file name that is not UTF-8) must not stop training;
         # it only costs a rescan next time.
         logger.warning("could not write manifest cache %s: %s", path, error)
@@ -223,6 +220,7 @@ def scan_librispeech(
     use_cache: bool = True,
     progress: Optional[bool] = None,
     num_threads: Optional[int] = None,
+    write_cache: bool = True,
 ) -> Manifest:
     """Manifest of ``<root>/<subset>/**/*.flac`` for each subset, with speakers and transcripts.
 
@@ -231,6 +229,7 @@ def scan_librispeech(
         subsets: subset folder names, e.g. ``["train-clean-100"]``.
         cache_dir: where scans are cached (default :func:`default_cache_dir`).
         use_cache: read and write the cache.
+        write_cache: False reads a cached scan but writes none (``--check``).
         progress: force the tqdm bar on/off (default: on for >= 1000 files).
         num_threads: header-reading threads (default: min(8, cpus)).
 
@@ -268,7 +267,7 @@ def scan_librispeech(
     source = f"{base} [{', '.join(subsets)}]"
     return _cached_scan(
         "librispeech", base, list(subsets), audio, source, cache_dir, use_cache, progress, num_threads,
-        speakers=speakers, transcript_files=transcript_files,
+        speakers=speakers, transcript_files=transcript_files, write_cache=write_cache,
     )
 
 
@@ -280,8 +279,11 @@ def scan_folder(
     use_cache: bool = True,
     progress: Optional[bool] = None,
     num_threads: Optional[int] = None,
+    write_cache: bool = True,
 ) -> Manifest:
     """Manifest of every audio file (``extensions``) under ``folder``, recursively.
+
+    ``write_cache=False`` reads a cached scan but writes none (``--check``).
 
     Raises:
         ManifestNotFoundError: the folder does not exist.
@@ -293,7 +295,8 @@ def scan_folder(
     files = _list_files(base, extensions)
     if not files:
         raise ManifestError(f"no audio files ({', '.join(extensions)}) found under {base}")
-    return _cached_scan("folder", base, [], files, str(base), cache_dir, use_cache, progress, num_threads)
+    return _cached_scan("folder", base, [], files, str(base), cache_dir, use_cache, progress, num_threads,
+                        write_cache=write_cache)
 
 
 def _cached_scan(
@@ -308,6 +311,7 @@ def _cached_scan(
     num_threads: Optional[int],
     speakers: Optional[list[Optional[str]]] = None,
     transcript_files: Sequence[Path] = (),
+    write_cache: bool = True,
 ) -> Manifest:
     cache_path = prefix = None
     if use_cache:
@@ -325,6 +329,6 @@ def _cached_scan(
         raise ManifestError(f"none of the {len(audio)} audio files under {source} could be read")
     manifest = Manifest(entries, source=source, kind=kind, unreadable=unreadable)
     logger.info("scanned %d audio files in %s", len(entries), source)
-    if cache_path is not None and prefix is not None:
+    if cache_path is not None and prefix is not None and write_cache:
         _store_cache(manifest, cache_path, prefix, base)
     return manifest

@@ -71,6 +71,7 @@ def build_manifest(
     use_cache: bool = True,
     progress: Optional[bool] = None,
     num_threads: Optional[int] = None,
+    write_cache: bool = True,
 ) -> Manifest:
     """Manifest of any supported source.
 
@@ -79,7 +80,8 @@ def build_manifest(
     * a folder alone: every audio file under it (``extensions``, recursive);
     * a ``.tsv`` file: fairseq manifest; a ``.csv`` file + ``root``: one ``len_for_bucket`` CSV.
 
-    Folder scans read headers only and are cached (see :mod:`.scan`).
+    Folder scans read headers only and are cached (see :mod:`.scan`); ``write_cache=False``
+    reads a cached scan but writes none (``--check`` writes nothing).
 
     Returns:
         a :class:`Manifest` (a list of :class:`AudioEntry`).
@@ -99,11 +101,12 @@ def build_manifest(
         if root is not None and all((path / f"{subset}.csv").is_file() for subset in subsets):
             return read_len_for_bucket(path, subsets, root)
         return scan_librispeech(
-            path, subsets, cache_dir=cache_dir, use_cache=use_cache, progress=progress, num_threads=num_threads
+            path, subsets, cache_dir=cache_dir, use_cache=use_cache, progress=progress, num_threads=num_threads,
+            write_cache=write_cache,
         )
     return scan_folder(
         path, extensions=extensions, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
-        num_threads=num_threads,
+        num_threads=num_threads, write_cache=write_cache,
     )
 
 
@@ -114,6 +117,7 @@ def manifest_from_data_config(
     cache_dir: Optional[PathLike] = None,
     use_cache: bool = True,
     progress: Optional[bool] = None,
+    write_cache: bool = True,
 ) -> Manifest:
     """Manifest for the reference YAML ``data:`` section.
 
@@ -130,7 +134,7 @@ def manifest_from_data_config(
     """
     if split not in ("train", "test"):
         raise ManifestError(f"split must be 'train' or 'test', got {split!r}")
-    scan_options = dict(cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    scan_options = dict(cache_dir=cache_dir, use_cache=use_cache, progress=progress, write_cache=write_cache)
     if data.get("manifest"):
         return load_manifest(data["manifest"], root=data.get("libri_root"))
     if data.get("audio_dir"):

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any, Mapping, Optional, Union
 
 from recycle_distill.checkpoint.hf_keys import convert_hf_state_dict, load_hf_weights
 from recycle_distill.training.teacher.s3prl_models import TeacherCheckpointError, TeacherSpec
+from recycle_distill.util.messages import short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,30 @@ def _require(config: Mapping[str, Any], key: str, source: str) -> Any:
     if key not in config:
         raise TeacherCheckpointError(f"{source}: config.json lacks '{key}'")
     return config[key]
+
+
+def _whole(value: Any, key: str, source: str) -> int:
+    """A whole number from config.json (an integral float is accepted); one line naming the key otherwise."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TeacherCheckpointError(f"{source}: config.json: '{key}' must be a whole number, got {short_repr(value)}")
+    return value
+
+
+def _real(value: Any, key: str, source: str) -> float:
+    """A finite number from config.json; one line naming the key otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TeacherCheckpointError(f"{source}: config.json: '{key}' must be a finite number, got {short_repr(value)}")
+    return float(value)
+
+
+def _whole_list(config: Mapping[str, Any], key: str, source: str) -> list[int]:
+    value = _require(config, key, source)
+    if not isinstance(value, (list, tuple)):
+        raise TeacherCheckpointError(f"{source}: config.json: '{key}' must be a list of whole numbers, "
+                                     f"got {short_repr(value)}")
+    return [_whole(item, key, source) for item in value]
 
 
 def hf_config_to_s3prl(config: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -58,14 +84,14 @@ def hf_config_to_s3prl(config: Mapping[str, Any], source: str) -> dict[str, Any]
         unsupported.append("conv_pos_batch_norm=True")
     if config.get("feat_extract_activation", "gelu") != "gelu":
         unsupported.append(f"feat_extract_activation={config.get('feat_extract_activation')!r} (S3PRL: gelu)")
-    if abs(float(config.get("layer_norm_eps", 1e-5)) - 1e-5) > 1e-12:
+    if abs(_real(config.get("layer_norm_eps", 1e-5), "layer_norm_eps", source) - 1e-5) > 1e-12:
         unsupported.append(f"layer_norm_eps={config.get('layer_norm_eps')} (S3PRL: 1e-5)")
     norm = config.get("feat_extract_norm", "group")
     if norm not in ("group", "layer"):
         unsupported.append(f"feat_extract_norm={norm!r}")
     if unsupported:
         raise TeacherCheckpointError(f"{source}: not representable by S3PRL's HubertModel: " + "; ".join(unsupported))
-    dims, kernels, strides = (list(_require(config, k, source)) for k in ("conv_dim", "conv_kernel", "conv_stride"))
+    dims, kernels, strides = (_whole_list(config, k, source) for k in ("conv_dim", "conv_kernel", "conv_stride"))
     if not len(dims) == len(kernels) == len(strides):
         raise TeacherCheckpointError(f"{source}: conv_dim/conv_kernel/conv_stride lengths differ")
     return {
@@ -74,21 +100,23 @@ def hf_config_to_s3prl(config: Mapping[str, Any], source: str) -> dict[str, Any]
         "extractor_mode": "default" if norm == "group" else "layer_norm",
         "conv_feature_layers": repr([(int(d), int(k), int(s)) for d, k, s in zip(dims, kernels, strides)]),
         "conv_bias": bool(config.get("conv_bias", False)),
-        "encoder_layers": int(_require(config, "num_hidden_layers", source)),
-        "encoder_embed_dim": int(_require(config, "hidden_size", source)),
-        "encoder_ffn_embed_dim": int(_require(config, "intermediate_size", source)),
-        "encoder_attention_heads": int(_require(config, "num_attention_heads", source)),
+        "encoder_layers": _whole(_require(config, "num_hidden_layers", source), "num_hidden_layers", source),
+        "encoder_embed_dim": _whole(_require(config, "hidden_size", source), "hidden_size", source),
+        "encoder_ffn_embed_dim": _whole(_require(config, "intermediate_size", source), "intermediate_size", source),
+        "encoder_attention_heads": _whole(_require(config, "num_attention_heads", source), "num_attention_heads",
+                                          source),
         "activation_fn": str(config.get("hidden_act", "gelu")),
         "layer_norm_first": bool(config.get("do_stable_layer_norm", False)),
-        "conv_pos": int(config.get("num_conv_pos_embeddings", 128)),
-        "conv_pos_groups": int(config.get("num_conv_pos_embedding_groups", 16)),
-        "dropout": float(config.get("hidden_dropout", 0.1)),
-        "attention_dropout": float(config.get("attention_dropout", 0.1)),
-        "activation_dropout": float(config.get("activation_dropout", 0.0)),
-        "encoder_layerdrop": float(config.get("layerdrop", 0.0)),
-        "dropout_input": float(config.get("feat_proj_dropout", 0.0)),
-        "mask_prob": float(config.get("mask_time_prob", 0.05)),
-        "mask_length": int(config.get("mask_time_length", 10)),
+        "conv_pos": _whole(config.get("num_conv_pos_embeddings", 128), "num_conv_pos_embeddings", source),
+        "conv_pos_groups": _whole(config.get("num_conv_pos_embedding_groups", 16), "num_conv_pos_embedding_groups",
+                                  source),
+        "dropout": _real(config.get("hidden_dropout", 0.1), "hidden_dropout", source),
+        "attention_dropout": _real(config.get("attention_dropout", 0.1), "attention_dropout", source),
+        "activation_dropout": _real(config.get("activation_dropout", 0.0), "activation_dropout", source),
+        "encoder_layerdrop": _real(config.get("layerdrop", 0.0), "layerdrop", source),
+        "dropout_input": _real(config.get("feat_proj_dropout", 0.0), "feat_proj_dropout", source),
+        "mask_prob": _real(config.get("mask_time_prob", 0.05), "mask_time_prob", source),
+        "mask_length": _whole(config.get("mask_time_length", 10), "mask_time_length", source),
     }
 
 

@@ -14,21 +14,29 @@ The teacher is only a feature extractor, so the pretraining heads (HuBERT's ``fi
 S3PRL's constructors ``eval`` the ``conv_feature_layers`` string of the cfg. A checkpoint is
 untrusted input, so that string is first parsed with our literal-only parser and replaced by
 the plain list it denotes: S3PRL then only ever evaluates a literal we wrote.
+
+The cfg may also ask for a model far larger than its weights (200 layers of width 4096 next to
+one tiny tensor: 160 GB). Its sizes are checked against the weights first (layer count, width),
+then the model is built on the ``meta`` device (shapes only, nothing allocated) and compared
+with the weights; only weights that fit are built for real and loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from recycle_distill.checkpoint.safe_load import TeacherCheckpointError  # noqa: F401  (re-exported)
 from recycle_distill.checkpoint.state_dict_diff import describe_keys, diff_state_dicts
 from recycle_distill.util.literal import parse_literal
+from recycle_distill.util.messages import short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -155,24 +163,75 @@ def _instantiate(spec: TeacherSpec) -> nn.Module:
     raise TeacherCheckpointError(f"{spec.source}: unknown teacher kind {spec.kind!r} (supported: {KINDS})")
 
 
+CLASS_NAMES = {"hubert": "HubertModel", "wavlm": "WavLM", "wav2vec2": "Wav2Vec2Model"}
+# Size keys of the three cfgs (fairseq names) and S3PRL's defaults for them (the same in all three).
+SIZE_KEYS = {"encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
+             "encoder_attention_heads": 12, "conv_pos": 128, "conv_pos_groups": 16}
+MAX_SIZE = 2**20  # no size of a speech encoder comes near it; mask_emb is then 4 MB at most
+_LAYER_KEY = re.compile(r"encoder\.layers\.(\d+)\.")
+
+
+class _MetaStaysMeta(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: ``.cpu()`` of a meta tensor stays on meta (S3PRL's WavLM
+    initialises weights through a CPU copy, which a meta tensor cannot give)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func is torch.Tensor.cpu and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _refuse(spec: TeacherSpec, detail: str) -> TeacherCheckpointError:
+    return TeacherCheckpointError(
+        f"{spec.source}: the weights do not fit S3PRL's {CLASS_NAMES.get(spec.kind, spec.kind)} built from its cfg; "
+        f"{detail}"
+    )
+
+
+def _check_sizes(spec: TeacherSpec, weights: Mapping[str, torch.Tensor]) -> None:
+    """The cfg's sizes are whole numbers of a sane size, and its layer count is the weights'.
+
+    Cheap checks before any module is built: the meta build below still makes one Python module
+    per layer and allocates the ``mask_emb`` parameter (``encoder_embed_dim`` floats) for real.
+    """
+    sizes = {}
+    for key, default in SIZE_KEYS.items():
+        value = spec.model_cfg.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+            raise TeacherCheckpointError(
+                f"{spec.source}: the model cfg's '{key}' must be a whole number from 1 to {MAX_SIZE}, "
+                f"got {short_repr(value)}"
+            )
+        sizes[key] = value
+    layers = {int(match.group(1)) for key in weights if (match := _LAYER_KEY.match(key))}
+    if len(layers) != sizes["encoder_layers"]:
+        raise _refuse(spec, f"the cfg asks for {sizes['encoder_layers']} encoder layers (encoder_layers), "
+                            f"the weights hold {len(layers)}")
+
+
 def build_s3prl_model(spec: TeacherSpec) -> nn.Module:
     """The S3PRL model of ``spec.kind`` with ``spec.state_dict`` loaded (strictly), in eval mode.
+
+    The shapes are compared on the ``meta`` device before anything is allocated (see module doc).
 
     Raises:
         TeacherCheckpointError: unknown kind, bad cfg, or weights that do not fit (the
             message lists the missing / unexpected / mis-shaped keys).
     """
-    model = _instantiate(spec)
+    if spec.kind not in PRETRAINING_PREFIXES:
+        raise TeacherCheckpointError(f"{spec.source}: unknown teacher kind {spec.kind!r} (supported: {KINDS})")
     dropped = [key for key in spec.state_dict if key.startswith(PRETRAINING_PREFIXES[spec.kind])]
     weights = {key: value for key, value in spec.state_dict.items() if key not in set(dropped)}
+    _check_sizes(spec, weights)
+    with torch.device("meta"), _MetaStaysMeta():
+        shapes = _instantiate(spec)
+    diff = diff_state_dicts(shapes.state_dict(), weights)
+    del shapes
+    if diff:
+        raise _refuse(spec, "; ".join(diff.parts()))
+    model = _instantiate(spec)
     if dropped:
         logger.info("%s: not loading %d pretraining-only tensors (%s)", spec.source, len(dropped), describe_keys(dropped, 3))
-    diff = diff_state_dicts(model.state_dict(), weights)
-    if diff:
-        raise TeacherCheckpointError(
-            f"{spec.source}: the weights do not fit S3PRL's {type(model).__name__} built from its cfg; "
-            + "; ".join(diff.parts())
-        )
     model.load_state_dict(weights, strict=True)
     # Frames are only padded to a multiple for fused kernels; the padded keys are masked out,
     # so 1 gives the same outputs with less work (and is what the reference teacher ran with).
