@@ -1,5 +1,5 @@
 """The family table and the release table: every fact about a student family or a published
-checkpoint, stated once. Torch-free data (standard library only): ``setup.py`` reads
+checkpoint, stated once. Torch-free data (the standard library and util only): ``setup.py`` reads
 :data:`FAMILY_NAMES` without importing anything, ``patch_hub.py`` runs without torch, and every
 part of the package that used to keep its own list reads these tables instead.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+
+from recycle_distill.util.messages import short_repr
 
 __all__ = [
     "Family", "Release", "FAMILIES", "FAMILY_NAMES", "RELEASES", "OBJECTIVES", "CITATIONS", "HF_REPO",
@@ -133,14 +135,16 @@ RELEASES: dict[str, Release] = {}
 def register_family(row: Family) -> Family:
     """Add a family row (the shipped ones are added below; a plugin or a test may add its own)."""
     if row.name in FAMILIES and FAMILIES[row.name] != row:
-        raise ValueError(f"family '{row.name}' is already registered with other facts")
+        raise ValueError(f"family {short_repr(row.name)} is already registered with other facts")
     unknown = [o for o in row.objectives if o not in OBJECTIVES]
     if not row.objectives or unknown:
-        raise ValueError(f"family '{row.name}': objectives must be a non-empty subset of {', '.join(OBJECTIVES)}")
+        raise ValueError(f"family {short_repr(row.name)}: objectives must be a non-empty subset of "
+                         f"{', '.join(OBJECTIVES)}")
     if row.hf_export not in ("hubert", "remote"):
-        raise ValueError(f"family '{row.name}': hf_export must be 'hubert' or 'remote', got {row.hf_export!r}")
+        raise ValueError(f"family {short_repr(row.name)}: hf_export must be 'hubert' or 'remote', "
+                         f"got {short_repr(row.hf_export)}")
     if row.citation not in CITATIONS:
-        raise ValueError(f"family '{row.name}': unknown citation key {row.citation!r}")
+        raise ValueError(f"family {short_repr(row.name)}: unknown citation key {short_repr(row.citation)}")
     FAMILIES[row.name] = row
     return row
 
@@ -148,7 +152,7 @@ def register_family(row: Family) -> Family:
 def register_release(row: Release) -> Release:
     """Add a published checkpoint row; its family must be registered."""
     if row.family not in FAMILIES:
-        raise ValueError(f"release '{row.name}': unknown family '{row.family}'")
+        raise ValueError(f"release {short_repr(row.name)}: unknown family {short_repr(row.family)}")
     RELEASES[row.name] = row
     return row
 
@@ -158,7 +162,7 @@ def family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise KeyError(f"unknown student family '{name}'; known: {', '.join(FAMILIES)}") from None
+        raise KeyError(f"unknown student family {short_repr(name)}; known: {', '.join(FAMILIES)}") from None
 
 
 def family_titles() -> dict[str, str]:

@@ -16,8 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from recycle_distill.util.atomic import atomic_write as _atomic_write
 from recycle_distill.util.atomic import default_mode
-from recycle_distill.util.messages import short_repr
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.checkpoint.safe_load import CheckpointError
+from recycle_distill.checkpoint.finite import check_finite_on_export, check_finite_on_load
 
 FORMAT_NAME = "recycle-distill-student"
 FORMAT_VERSION = 1
@@ -52,6 +53,7 @@ def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str,
     A failure leaves an earlier file at ``path`` as it was; anything there but a regular file (a
     device, a FIFO, a folder) is refused with :class:`recycle_distill.util.atomic.OutputError`.
     """
+    check_finite_on_export(state_dict, path)
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     metadata = {
         "format": FORMAT_NAME,
@@ -62,34 +64,41 @@ def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str,
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
-def read_compact(path: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Read a compact checkpoint -> (state_dict, family, distiller config dict)."""
+def read_compact(path: str, *, allow_non_finite: bool = False) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Read a compact checkpoint -> (state_dict, family, distiller config dict).
+
+    Weights holding NaN or inf are refused (:func:`~recycle_distill.checkpoint.finite.check_finite_on_load`)
+    unless ``allow_non_finite`` or ``RECYCLE_DISTILL_ALLOW_NON_FINITE=1``.
+    """
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
         state_dict = load_file(path)
     except MemoryError:
-        raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
+        raise CheckpointError(f"{plain(path)}: refused to load: it asks for more memory than is available") from None
     except Exception as err:  # noqa: BLE001  (SafetensorError, OSError, ...: all mean unreadable)
-        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
+        raise CheckpointError(f"{plain(path)}: truncated or corrupt safetensors file "
+                              f"({plain(str(err), 200)})") from None
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(
-            f"{path}: a safetensors file without recycle-distill metadata; pass the architecture with -g "
+            f"{plain(path)}: a safetensors file without recycle-distill metadata; pass the architecture with -g "
             f"or convert the checkpoint with 'recycle-distill convert'"
         )
     version_text = metadata.get("format_version", "0")
     if not (isinstance(version_text, str) and version_text.isascii() and version_text.isdigit() and len(version_text) < 10):
         raise CheckpointError(
-            f"{path}: damaged metadata: format_version must be a whole number, got {short_repr(version_text)}"
+            f"{plain(path)}: damaged metadata: format_version must be a whole number, got {short_repr(version_text)}"
         )
     version = int(version_text)
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} is newer than this library ({FORMAT_VERSION}); upgrade")
+        raise CheckpointError(f"{plain(path)}: format version {version} is newer than this library "
+                              f"({FORMAT_VERSION}); upgrade")
     try:
         config = json.loads(metadata["config"])
         family = metadata["family"]
     except (KeyError, ValueError, RecursionError) as err:
-        raise CheckpointError(f"{path}: damaged metadata ({short_repr(err, 200)})") from None
+        raise CheckpointError(f"{plain(path)}: damaged metadata ({short_repr(err, 200)})") from None
     if not isinstance(config, dict) or not isinstance(family, str):
-        raise CheckpointError(f"{path}: damaged metadata (the config is not a mapping)")
+        raise CheckpointError(f"{plain(path)}: damaged metadata (the config is not a mapping)")
+    check_finite_on_load(state_dict, path, allow_non_finite)
     return state_dict, family, config

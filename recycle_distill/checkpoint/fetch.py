@@ -14,6 +14,7 @@ from typing import Union
 from urllib.parse import urlparse
 
 from recycle_distill import families
+from recycle_distill.util.messages import plain
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def fetch_checkpoint(ckpt: Union[str, os.PathLike], refresh: bool = False) -> st
         path = os.path.expanduser(os.fspath(ckpt))
         # A folder is a Hugging Face export (recycle-distill export --format hf).
         if not os.path.isfile(path) and not os.path.isdir(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+            raise FileNotFoundError(f"checkpoint not found: {plain(path)}")
         return path
     assert isinstance(ckpt, str)
     hub_file = _hub_location(ckpt)
@@ -57,7 +58,7 @@ def _hub_location(url: str) -> Union[tuple[str, str, str | None], None]:
     if url.startswith("hf://"):
         parts = url[len("hf://"):].split("/")
         if len(parts) < 3:
-            raise ValueError(f"expected hf://owner/repo/file, got {url}")
+            raise ValueError(f"expected hf://owner/repo/file, got {plain(url)}")
         return "/".join(parts[:2]), "/".join(parts[2:]), None
     parsed = urlparse(url)
     if parsed.netloc == "huggingface.co":

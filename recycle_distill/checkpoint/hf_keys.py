@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from recycle_distill.checkpoint.safe_load import CheckpointError, TeacherCheckpointError, safe_torch_load
+from recycle_distill.util.messages import plain, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +90,13 @@ def convert_hf_state_dict(
         if target is None:
             unknown.append(key)
         elif target in converted:
-            raise TeacherCheckpointError(f"{source}: two HF keys map to '{target}' (second: {key})")
+            raise TeacherCheckpointError(f"{plain(source)}: two HF keys map to '{target}' (second: {plain(key, 200)})")
         else:
             converted[target] = tensor
     if unknown:
         raise TeacherCheckpointError(
-            f"{source}: {len(unknown)} Hugging Face key(s) with no S3PRL HubertModel counterpart: {unknown[:10]}"
+            f"{plain(source)}: {len(unknown)} Hugging Face key(s) with no S3PRL HubertModel counterpart: "
+            f"{short_repr(unknown[:10], 600)}"
         )
     if heads:
         logger.info("%s: dropping %d task-head tensors (%s)", source, len(heads), heads[:3])
@@ -126,10 +128,11 @@ def load_hf_weights(directory: str) -> dict[str, torch.Tensor]:
             state: dict[str, torch.Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 if os.path.basename(shard) != shard:
-                    raise TeacherCheckpointError(f"{path}: shard name {shard!r} points outside the directory")
+                    raise TeacherCheckpointError(f"{plain(path)}: shard name {short_repr(shard, 200)} points outside "
+                                                 f"the directory")
                 state.update(_load_weight_file(os.path.join(directory, shard)))
             return state
-    raise TeacherCheckpointError(f"{directory}: no {' / '.join(WEIGHT_FILES + INDEX_FILES)} in the directory")
+    raise TeacherCheckpointError(f"{plain(directory)}: no {' / '.join(WEIGHT_FILES + INDEX_FILES)} in the directory")
 
 
 def _load_weight_file(path: str) -> dict[str, torch.Tensor]:
@@ -139,7 +142,7 @@ def _load_weight_file(path: str) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     state = safe_torch_load(path)
     if not isinstance(state, Mapping):
-        raise TeacherCheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise TeacherCheckpointError(f"{plain(path)}: expected a state dict, found {type(state).__name__}")
     return dict(state)
 
 
@@ -193,7 +196,8 @@ def to_hf_state_dict(state_dict: Mapping[str, Tensor], config: Any) -> tuple[dic
         else:
             hf_state[target] = tensor.detach().contiguous()
     if unknown:
-        raise CheckpointError(f"{len(unknown)} student key(s) have no transformers HubertModel counterpart: {unknown[:8]}")
+        raise CheckpointError(f"{len(unknown)} student key(s) have no transformers HubertModel counterpart: "
+                              f"{short_repr(unknown[:8], 600)}")
     cnn_dim = config.conv_feature_layers[-1][0]
     if "feature_projection.projection.weight" not in hf_state:
         hf_state["feature_projection.projection.weight"] = torch.eye(cnn_dim, config.encoder_embed_dim)
@@ -213,7 +217,7 @@ def from_hf_state_dict(hf_state: Mapping[str, Tensor], config: Any, source: str)
             identity = torch.eye(weight.shape[0], dtype=weight.dtype)
             if not (torch.equal(weight, identity) and bias is not None and not bool(bias.any())):
                 raise CheckpointError(
-                    f"{source}: the feature projection is not the identity, which this student family "
+                    f"{plain(source)}: the feature projection is not the identity, which this student family "
                     f"(equal CNN and encoder widths) cannot represent"
                 )
     return state

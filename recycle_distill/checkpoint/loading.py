@@ -20,8 +20,10 @@ from recycle_distill.students.config import ConfigError, StudentConfig
 from recycle_distill.students import FAMILIES, StudentModel
 from recycle_distill.checkpoint.state_dict_diff import diff_state_dicts
 from recycle_distill.checkpoint.compact import is_safetensors, read_compact
+from recycle_distill.checkpoint.finite import check_finite_on_load
 from recycle_distill.checkpoint.hf_folder import read_hf_student
 from recycle_distill.checkpoint.safe_load import CheckpointError, check_readable_file, safe_torch_load
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.util.options import check_bool
 
 logger = logging.getLogger(__name__)
@@ -31,30 +33,35 @@ __all__ = ["load_student", "read_student_state_dict", "LIGHTNING_PREFIX"]
 LIGHTNING_PREFIX = "student_model."
 
 
-def read_student_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], Optional[str], Optional[dict]]:
+def read_student_state_dict(
+    path: Union[str, os.PathLike], *, allow_non_finite: bool = False
+) -> tuple[dict[str, torch.Tensor], Optional[str], Optional[dict]]:
     """Student weights from any supported file -> (state_dict, family or None, config or None).
 
     Lightning checkpoints keep only ``student_model.*`` (prefix removed); teacher weights,
     optimizer state and hyper-parameters are ignored. A plain state dict is taken as is.
+    Weights holding NaN or inf are refused unless ``allow_non_finite``
+    (:func:`~recycle_distill.checkpoint.finite.check_finite_on_load`).
     """
     path = os.fspath(path)
     check_readable_file(path)
     if is_safetensors(path):
-        state_dict, family, config = read_compact(path)
+        state_dict, family, config = read_compact(path, allow_non_finite=allow_non_finite)
         return state_dict, family, config
     loaded = safe_torch_load(path)
     if not isinstance(loaded, Mapping):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(loaded).__name__}")
+        raise CheckpointError(f"{plain(path)}: expected a dict checkpoint, got {type(loaded).__name__}")
     state_dict = loaded.get("state_dict", loaded)
     if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"{path}: 'state_dict' is not a mapping")
+        raise CheckpointError(f"{plain(path)}: 'state_dict' is not a mapping")
     student = {k[len(LIGHTNING_PREFIX):]: v for k, v in state_dict.items() if k.startswith(LIGHTNING_PREFIX)}
     if not student:
         if any(k.startswith("teacher_model.") for k in state_dict):
-            raise CheckpointError(f"{path}: a Lightning checkpoint without '{LIGHTNING_PREFIX}*' keys")
+            raise CheckpointError(f"{plain(path)}: a Lightning checkpoint without '{LIGHTNING_PREFIX}*' keys")
         student = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     if not student:
-        raise CheckpointError(f"{path}: no tensors found")
+        raise CheckpointError(f"{plain(path)}: no tensors found")
+    check_finite_on_load(student, path, allow_non_finite)
     return dict(student), None, None
 
 
@@ -78,6 +85,9 @@ def load_student(
             compact files and for weights that match one of the family's presets.
         blocks: ``"plain"`` or ``"fast"`` (the CPU inference blocks), as in
             :func:`~recycle_distill.students.build.build_student`.
+        allow_non_finite: load weights holding NaN or inf (with a warning), to inspect them;
+            refused otherwise unless ``RECYCLE_DISTILL_ALLOW_NON_FINITE=1``
+            (:mod:`recycle_distill.checkpoint.finite`).
         overrides: distiller keys to replace (e.g. ``reference_batched_reuse=True``).
     """
     allow_non_finite = check_bool(allow_non_finite, "allow_non_finite")
@@ -85,14 +95,15 @@ def load_student(
     path = os.fspath(ckpt)
     if os.path.isdir(path):  # a Hugging Face export folder (recycle-distill export --format hf)
 
-        state_dict, stored_family, stored_config = read_hf_student(path)
+        state_dict, stored_family, stored_config = read_hf_student(path, allow_non_finite=allow_non_finite)
         family = family or stored_family
     if family not in FAMILIES:
-        raise CheckpointError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
+        raise CheckpointError(f"unknown student family {short_repr(family)}; known: {', '.join(FAMILIES)}")
     if not os.path.isdir(path):
-        state_dict, stored_family, stored_config = read_student_state_dict(path)
+        state_dict, stored_family, stored_config = read_student_state_dict(path, allow_non_finite=allow_non_finite)
     if stored_family is not None and stored_family != family:
-        raise CheckpointError(f"{path}: holds a {stored_family} student, but the {family} entry was asked to load it")
+        raise CheckpointError(f"{plain(path)}: holds a {plain(stored_family, 100)} student, but the {family} entry "
+                              f"was asked to load it")
     # Keys a released checkpoint may carry that the family's model does not have (the row says which).
     for prefix in families.family(family).dropped_keys:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
@@ -103,14 +114,21 @@ def load_student(
         try:
             config, _ = resolve_config({"distiller": stored_config}, family, **overrides)
         except ConfigError as err:
-            raise CheckpointError(f"{path}: its stored config is refused: {err}") from None
+            raise CheckpointError(f"{plain(path)}: its stored config is refused: {err}") from None
     else:
         config = _config_from_matching_preset(path, state_dict, family, overrides)
 
     # Shapes first, on the meta device (no memory): the config may come from the file itself,
     # and a crafted one could ask for a model far larger than its weights.
     with torch.device("meta"):
-        _check_layout(FAMILIES[family](config), state_dict, path)
+        try:
+            empty = FAMILIES[family](config)
+        except (OverflowError, RuntimeError, TypeError, ValueError, MemoryError) as err:
+            # Sizes each within the config's bound whose product no tensor can hold.
+            raise CheckpointError(f"{plain(path)}: its config asks for a model too large to build "
+                                  f"({short_repr(str(err).strip().splitlines()[0] if str(err).strip() else err, 160)})"
+                                  ) from None
+        _check_layout(empty, state_dict, path)
     model = FAMILIES[family](config, blocks=table)
     _load_strict(model, state_dict, path)
     model.eval()
@@ -126,7 +144,7 @@ def _check_layout(model: StudentModel, state_dict: Mapping[str, torch.Tensor], p
     """Raise CheckpointError listing missing/unexpected keys and shape mismatches."""
     diff = diff_state_dicts(model.state_dict(), state_dict)
     if diff:
-        lines = [f"{path}: checkpoint does not match the {model.family} config"]
+        lines = [f"{plain(path)}: checkpoint does not match the {model.family} config"]
         raise CheckpointError("\n".join(lines + [f"  {part}" for part in diff.parts()]))
 
 
@@ -145,6 +163,6 @@ def _config_from_matching_preset(
             logger.info("%s: no model config given; its weights match preset '%s'", path, name)
             return config
     raise CheckpointError(
-        f"{path}: no model config given and the weights match no {family} preset; "
+        f"{plain(path)}: no model config given and the weights match no {family} preset; "
         f"pass the architecture YAML (-g / model_config)"
     )

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from recycle_distill.checkpoint.zip_records import check_storage_records
+from recycle_distill.util.messages import plain, short_repr
 
 
 class CheckpointError(RuntimeError):
@@ -90,18 +91,19 @@ def safe_torch_load(
     """
     path = os.fspath(path)
     check_readable_file(path)
+    shown = plain(path)  # what messages show: one line, bounded
     allowed = KNOWN_GLOBALS if allowed is None else allowed
     safe = [(obj, name) for name, obj in allowed.items()]
     try:
         problem = check_storage_records(path)
     except Exception as err:  # malformed zip directory or pickle: unreadable, whatever the type
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{shown}: truncated or corrupt checkpoint ({_first_line(err)})") from None
     if problem:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {problem}")
+        raise CheckpointError(f"{shown}: truncated or corrupt checkpoint: {problem}")
     with open(path, "rb") as handle:
         head = handle.read(4)
     if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor its legacy pickle
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint (not a torch checkpoint: no zip or pickle header)")
+        raise CheckpointError(f"{shown}: truncated or corrupt checkpoint (not a torch checkpoint: no zip or pickle header)")
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -110,7 +112,7 @@ def safe_torch_load(
         name = _refused_global(message)
         if name:
             raise CheckpointError(
-                f"{path}: refused to load: the pickle asks for '{name}', which is not on the allow-list "
+                f"{shown}: refused to load: the pickle asks for {short_repr(name)}, which is not on the allow-list "
                 f"of data-only classes (loading it could run arbitrary code)"
             ) from None
         marker = "WeightsUnpickler error: "
@@ -119,30 +121,31 @@ def safe_torch_load(
         else:
             detail = next((line for line in message.splitlines()[1:] if line.strip()), message)
         detail = detail.strip().splitlines()[0] if detail.strip() else "unpickling failed"
-        raise CheckpointError(f"{path}: refused to load: {detail[:200]}") from None
+        raise CheckpointError(f"{shown}: refused to load: {plain(detail, 200)}") from None
     except MemoryError:
-        raise CheckpointError(f"{path}: refused to load: it asks for more memory than is available") from None
+        raise CheckpointError(f"{shown}: refused to load: it asks for more memory than is available") from None
     except Exception as err:  # noqa: BLE001  (OSError, KeyError, IndexError, ... : all mean unreadable)
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{shown}: truncated or corrupt checkpoint ({_first_line(err)})") from None
 
 
 def check_readable_file(path: str) -> None:
     """Raise CheckpointError unless ``path`` is an existing regular file (says which it is not)."""
+    shown = plain(path)
     if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        raise CheckpointError(f"{shown}: is a directory, not a checkpoint file")
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {shown}")
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: not a regular file")
+        raise CheckpointError(f"{shown}: not a regular file")
     if not os.access(path, os.R_OK):
-        raise CheckpointError(f"{path}: not readable (permission denied)")
+        raise CheckpointError(f"{shown}: not readable (permission denied)")
 
 
 def _first_line(err: BaseException) -> str:
     """The first line of an error's text, bounded, or its type name."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
-    return first if len(first) <= 200 else first[:200] + "..."
+    return plain(first, 200)
 
 
 def _refused_global(message: str) -> Optional[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from recycle_distill.util.messages import plain
+
 __all__ = ["StateDictDiff", "diff_state_dicts", "describe_keys"]
 
 
 def describe_keys(keys: list[str], limit: int = 8) -> str:
-    """The first ``limit`` keys, then how many there are in all."""
-    shown = ", ".join(keys[:limit])
+    """The first ``limit`` keys (each on one line, bounded), then how many there are in all."""
+    shown = ", ".join(plain(key, 200) for key in keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
@@ -41,7 +43,7 @@ def diff_state_dicts(expected: Mapping[str, Any], given: Mapping[str, Any]) -> S
     return StateDictDiff(
         missing=[key for key in expected if key not in given],
         unexpected=[key for key in given if key not in expected],
-        mismatched=[f"{key}: checkpoint {tuple(given[key].shape)} vs model {tuple(value.shape)}"
+        mismatched=[f"{plain(key, 200)}: checkpoint {tuple(given[key].shape)} vs model {tuple(value.shape)}"
                     for key, value in expected.items()
                     if key in given and tuple(given[key].shape) != tuple(value.shape)],
     )

@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import torch
 
+from recycle_distill.util.messages import short_repr
+
 __all__ = ["declared_storage_sizes", "check_storage_records"]
 
 # A data.pkl larger than this is not a checkpoint we write or read (it is only the
@@ -144,13 +146,14 @@ def check_storage_records(path: str) -> Optional[str]:
         prefix = pickles[0][: -len("data.pkl")]
         info = infos[pickles[0]]
         if info.file_size > MAX_PICKLE_BYTES:
-            return f"record '{pickles[0]}' is {info.file_size} bytes, more than a checkpoint's structure needs"
+            return (f"record {short_repr(pickles[0], 200)} is {info.file_size} bytes, more than a checkpoint's "
+                    f"structure needs")
         declared = declared_storage_sizes(archive.read(info))
     for key, nbytes in sorted(declared.items()):
         record = f"{prefix}data/{key}"
         if record not in infos:
-            return f"record '{record}' is missing"
+            return f"record {short_repr(record, 200)} is missing"
         if infos[record].file_size < nbytes:
-            return (f"record '{record}' holds {infos[record].file_size} bytes but its tensor storage "
+            return (f"record {short_repr(record, 200)} holds {infos[record].file_size} bytes but its tensor storage "
                     f"declares {nbytes}")
     return None

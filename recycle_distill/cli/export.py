@@ -147,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
               f"{os.path.getsize(args.output) / 2**20:.1f} MiB")
         return 0
     if args.format == "onnx":
+        from recycle_distill.checkpoint.finite import check_finite_on_export
         from recycle_distill.inference.onnx_export import export_onnx
 
+        check_finite_on_export(model.state_dict(), args.output)  # (safetensors and hf check in their writers)
         info = export_onnx(model, args.output, family=family, dtype=args.dtype)
         print(f"wrote {args.output}: {family} as ONNX ({args.dtype}, opset {info['opset']}), {params:,} parameters, "
               f"{info['bytes'] / 2**20:.1f} MiB; run it with the {family}_onnx hub entry or any ONNX Runtime")

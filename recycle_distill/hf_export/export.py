@@ -31,6 +31,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import save_file
 
+from recycle_distill.checkpoint.finite import check_finite_on_export
 from recycle_distill.checkpoint.safe_load import CheckpointError
 from recycle_distill.util.atomic import (OutputError, atomic_write_folder, check_output_folder, default_mode,
                                          listing)
@@ -129,6 +130,7 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
     check_hf_output(directory)
     config = model.config
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    check_finite_on_export(state, directory)  # NaN/inf weights are never exported
     meta = {"format_version": HF_FORMAT_VERSION, "family": family, "distiller": config.to_dict(), "release": release}
     parameters = sum(p.numel() for p in model.parameters())
     heads_file, heads, sources = None, {}, {}

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from recycle_distill.util.atomic import atomic_write, check_output_file
+from recycle_distill.util.messages import short_repr
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def check_onnx_dtype(dtype: Union[str, torch.dtype, None]) -> str:
             f"kernel; choose one of {', '.join(ONNX_DTYPES)}"
         )
     if dtype not in ONNX_DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} for ONNX; choose one of {', '.join(ONNX_DTYPES)}")
+        raise ValueError(f"unknown dtype {short_repr(dtype)} for ONNX; choose one of {', '.join(ONNX_DTYPES)}")
     return dtype
 
 
@@ -136,7 +137,8 @@ def _plain_fp32_copy(model: nn.Module, family: str) -> nn.Module:
         raise ValueError(f"export_onnx needs one of our students (with .config), got {type(model).__name__}")
     model_family = getattr(model, "family", family)
     if model_family != family:
-        raise ValueError(f"export_onnx: family {family!r} does not match the model's family {model_family!r}")
+        raise ValueError(f"export_onnx: family {short_repr(family)} does not match the model's family "
+                         f"{short_repr(model_family)}")
     if config.per_utterance_cnn:
         raise ValueError(
             "export_onnx: per_utterance_cnn loops over the batch by its lengths, which a traced graph cannot "

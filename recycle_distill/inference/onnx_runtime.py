@@ -30,7 +30,7 @@ from recycle_distill.students.config import MAX_LAYERS
 from recycle_distill.students.waveforms import validate_waveforms
 from recycle_distill.students.blocks.masks import pad_waveforms
 from recycle_distill.inference.onnx_export import (
-    INPUT_NAMES, META_PREFIX, ONNX_DTYPES, ONNX_FORMAT_VERSION, OUTPUT_NAMES, import_onnx_package,
+    META_PREFIX, ONNX_DTYPES, ONNX_FORMAT_VERSION, OUTPUT_NAMES, import_onnx_package,
 )
 from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.util.options import check_bool, check_seconds, check_whole_number
@@ -135,7 +135,8 @@ def check_onnx_graph(path: str) -> None:
 def _check_signature(session: Any, metadata: dict[str, str], shown: str) -> None:
     """The declared inputs and outputs: our names, element types, ranks, and the sizes the
     metadata give where the graph declares them as numbers."""
-    for kind, declared, wanted in (("input", session.get_inputs(), _INPUTS), ("output", session.get_outputs(), _OUTPUTS)):
+    for kind, declared, wanted in (("input", session.get_inputs(), _INPUTS),
+                                   ("output", session.get_outputs(), _OUTPUTS)):
         names = [arg.name for arg in declared]
         if sorted(names) != sorted(wanted):
             raise ValueError(f"{shown}: the graph's {kind}s are {short_repr(names)}; recycle-distill exports have "

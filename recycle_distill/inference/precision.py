@@ -11,6 +11,8 @@ from typing import Union
 
 import torch
 
+from recycle_distill.util.messages import short_repr
+
 PRECISIONS = ("fp32", "bf16", "int8")
 
 # Spellings users reach for; each maps to one of PRECISIONS.
@@ -43,7 +45,7 @@ def parse_precision(value: Union[str, torch.dtype, None], where: str = "dtype",
     else:
         raise ValueError(f"{where}: expected one of {', '.join(supported)}, got a {type(value).__name__}")
     if name not in supported:
-        raise ValueError(f"{where}: unsupported precision {value!r}; choose one of {', '.join(supported)}")
+        raise ValueError(f"{where}: unsupported precision {short_repr(value)}; choose one of {', '.join(supported)}")
     return name
 
 

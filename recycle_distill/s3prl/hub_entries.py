@@ -76,8 +76,8 @@ def load_onnx_upstream(
     refresh = check_bool(refresh, "refresh")
     ignored.pop("model_config", None)
     if ignored:
-        raise TypeError(f"{plain(family, 100)}_onnx: unexpected options "
-                        f"{short_repr(', '.join(sorted(map(str, ignored))), 200)[1:-1]} "
+        names = plain(", ".join(sorted(map(str, ignored))), 200)
+        raise TypeError(f"{plain(family, 100)}_onnx: unexpected options {names} "
                         f"(the exported graph fixes the architecture and precision)")
     from recycle_distill.inference.precision import parse_precision
 
@@ -85,6 +85,7 @@ def load_onnx_upstream(
     upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads, timeout=timeout,
                                    allow_any_graph=allow_any_graph)
     if wanted is not None and wanted != upstream.dtype:
-        raise ValueError(f"{plain(upstream.path)}: exported in {upstream.dtype}; dtype={short_repr(dtype)} cannot change an ONNX "
+        raise ValueError(f"{plain(upstream.path)}: exported in {upstream.dtype}; dtype={short_repr(dtype)} "
+                         f"cannot change an ONNX "
                          f"file (export it again with --dtype {wanted})")
     return upstream

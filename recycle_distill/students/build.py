@@ -12,6 +12,7 @@ from recycle_distill.students.config import ConfigError, StudentConfig, load_con
 from recycle_distill.students import FAMILIES, StudentModel
 from recycle_distill.students.blocks.table import PLAIN, BlockTable
 from recycle_distill.inference.blocks.table import FAST_BLOCKS
+from recycle_distill.util.messages import short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def list_presets() -> list[str]:
 def preset_path(name: str) -> str:
     """File path of a preset YAML (usable as a ``-g`` file)."""
     if name not in list_presets():
-        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(list_presets())}")
+        raise ConfigError(f"unknown preset {short_repr(name)}; available: {', '.join(list_presets())}")
     return str(resources.files("recycle_distill.students") / "presets" / f"{name}.yaml")
 
 
@@ -70,7 +71,7 @@ def resolve_config(
         where = f"preset '{source}'"
     elif isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
         raise ConfigError(
-            f"'{os.fspath(source)}' is neither an existing config file nor a preset "
+            f"{short_repr(os.fspath(source), 300)} is neither an existing config file nor a preset "
             f"({', '.join(list_presets())})"
         )
     else:
@@ -80,7 +81,7 @@ def resolve_config(
     distiller.update(overrides)
     family = family or data.get("family") or infer_family(distiller)
     if family not in FAMILIES:
-        raise ConfigError(f"unknown student family '{family}'; known: {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown student family {short_repr(family)}; known: {', '.join(FAMILIES)}")
     if not families.family(family).reuses_attention and distiller.get("reuse_pattern") not in (None, "", "None"):
         logger.info("%s: ignoring reuse_pattern for family %s", where, family)
         distiller["reuse_pattern"] = None
@@ -119,4 +120,4 @@ def block_table(blocks: str) -> BlockTable:
         return PLAIN
     if blocks == "fast":
         return FAST_BLOCKS
-    raise ValueError(f"blocks: expected one of {', '.join(BLOCKS)}, got {blocks!r}")
+    raise ValueError(f"blocks: expected one of {', '.join(BLOCKS)}, got {short_repr(blocks)}")

@@ -19,7 +19,7 @@ import yaml
 
 from recycle_distill.util.config_check import ConfigError, Range, check_type, is_number, unknown_keys
 from recycle_distill.util.literal import parse_literal
-from recycle_distill.util.messages import short_repr
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.util.safe_yaml import safe_load_bounded
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ INERT_KEYS = tuple(INERT_DEFAULTS)
 
 
 MAX_LAYERS = 256
+# Every whole number of a config (sizes, counts, indices) stays within this, so torch can take
+# it as a size (a larger one ends as a raw OverflowError deep inside a layer's constructor).
+MAX_SIZE = 2**31 - 1
 POSITIVE = Range(0, None, low_closed=False)
 AT_LEAST_ONE = Range(1)
 
@@ -120,6 +123,7 @@ class StudentConfig:
 
         String-valued list keys are parsed safely; unknown keys are logged and ignored.
         """
+        source = plain(source)  # a path or a description: one line, bounded, in every message
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
         if "distiller" in data:
@@ -178,9 +182,10 @@ class StudentConfig:
                     f"config key 'conv_feature_layers': each entry must be (dim, kernel, stride) "
                     f"positive ints, got {short_repr(spec)}"
                 )
+        self._check_sizes()
         for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads"):
             if getattr(self, key) not in POSITIVE:
-                raise ConfigError(f"config key '{key}': must be positive, got {getattr(self, key)}")
+                raise ConfigError(f"config key '{key}': must be positive, got {short_repr(getattr(self, key))}")
         # Far beyond any speech model; a bound keeps a hostile config from building millions
         # of modules (sizes themselves are checked against the weights before allocation).
         if self.encoder_layers > MAX_LAYERS or len(self.conv_feature_layers) > MAX_LAYERS:
@@ -220,9 +225,24 @@ class StudentConfig:
                 )
         for key in ("required_seq_len_multiple", "crop_seq_to_multiple", "tr_reduce_factor", "tr_conv1d_kernel"):
             if getattr(self, key) not in AT_LEAST_ONE:
-                raise ConfigError(f"config key '{key}': must be >= 1, got {getattr(self, key)}")
+                raise ConfigError(f"config key '{key}': must be >= 1, got {short_repr(getattr(self, key))}")
         if self.enable_tr_layer and self.tr_layer_index != 0:
             raise ConfigError("config key 'tr_layer_index': only 0 (before the first layer) is supported")
+
+    def _check_sizes(self) -> None:
+        """Every whole number within +-:data:`MAX_SIZE` (the conv specs' too), naming the key."""
+        values = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "inert"]
+        values += list(self.inert.items())
+        for key, value in values:
+            items = value if key in ("pred_layer_id",) and isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_SIZE:
+                    bound = f"at most {MAX_SIZE}" if item > 0 else f"at least {-MAX_SIZE}"
+                    raise ConfigError(f"config key '{key}': must be {bound}, got {short_repr(item)}")
+        for spec in self.conv_feature_layers:
+            if any(value > MAX_SIZE for value in spec):
+                raise ConfigError(f"config key 'conv_feature_layers': sizes must be at most {MAX_SIZE}, "
+                                  f"got {short_repr(spec)}")
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -248,12 +268,13 @@ def load_config_dict(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tupl
         return dict(source), "config dict"
     path = os.fspath(source)
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {plain(path)}")
     with open(path, encoding="utf-8") as handle:
         try:
             data = safe_load_bounded(handle)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise ConfigError(f"{plain(path)}: not valid YAML: {plain(detail, 600)}") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+        raise ConfigError(f"{plain(path)}: expected a YAML mapping at the top level")
     return dict(data), path

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 
 from recycle_distill import families
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.students.model import StudentModel
 
 __all__ = ["FAMILIES", "student_class"]
@@ -23,15 +24,16 @@ def _import_class(spec: str, name: str) -> type[StudentModel]:
     module_name, _, attribute = spec.partition(":")
     cls = getattr(importlib.import_module(module_name), attribute, None)
     if not (isinstance(cls, type) and issubclass(cls, StudentModel)):
-        raise ImportError(f"family '{name}': {spec} is not a StudentModel subclass")
+        raise ImportError(f"family {short_repr(name)}: {plain(spec, 200)} is not a StudentModel subclass")
     if cls.family != name:  # model.family names the family in errors and exports
-        raise ImportError(f"family '{name}': {spec} says family = {cls.family!r}; set it to {name!r}")
+        raise ImportError(f"family {short_repr(name)}: {plain(spec, 200)} says family = {short_repr(cls.family)}; "
+                          f"set it to {short_repr(name)}")
     return cls
 
 
 def student_class(name: str) -> type[StudentModel]:
     """The :class:`StudentModel` subclass of family ``name`` (``KeyError`` for an unknown one)."""
-    row = families.FAMILIES[name]
+    row = families.family(name)  # a KeyError with the name bounded
     return _import_class(row.student_class, row.name)
 
 

@@ -26,6 +26,8 @@ import torch
 from recycle_distill import families
 from recycle_distill.checkpoint import safe_torch_load, save_compact
 from recycle_distill.checkpoint.compact import atomic_write
+# The one class for weights holding NaN/inf (a RuntimeError): export_student raises it with its own words.
+from recycle_distill.checkpoint.finite import NonFiniteWeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +150,6 @@ def prune_checkpoints(folder: str, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints (``best.pt`` is separate)."""
     for path in step_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         os.remove(path)
-
-
-class NonFiniteWeightsError(RuntimeError):
-    """The student's weights hold NaN or inf: it must not be exported."""
 
 
 def export_student(path: str, model: torch.nn.Module, family: str, delete_projections: bool) -> str:

@@ -36,7 +36,10 @@ def short_repr(value: Any, limit: int = 80) -> str:
     try:
         text = _REPR.repr(value)
     except Exception:  # noqa: BLE001  (a repr that fails must not hide the real error)
-        text = f"<{type(value).__name__}>"
+        if isinstance(value, int):  # past Python's limit on digits in a repr
+            text = f"<int of about {int(abs(value).bit_length() * 0.30103) + 1} digits>"
+        else:
+            text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -35,6 +35,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import yaml
 
+from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.util.safe_yaml import safe_load_bounded
 
 
@@ -177,13 +178,13 @@ def _number(value: object, where: str) -> Optional[float]:
     if value is None or (isinstance(value, str) and value.strip() in ("", "-", "null", "None")):
         return None
     if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a number, got {value!r}")
+        raise ValueError(f"{where}: expected a number, got {short_repr(value)}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+        raise ValueError(f"{where}: expected a number, got {short_repr(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"{where}: {value!r} is not a finite number")
+        raise ValueError(f"{where}: {short_repr(value)} is not a finite number")
     return number
 
 
@@ -208,15 +209,16 @@ def check_value(key: str, value: float, where: str) -> None:
 
 def _row(name: str, mapping: Mapping[str, object], origin: str) -> ModelResults:
     row = ModelResults(str(name))
+    origin, shown_name = plain(origin), plain(name, 100)  # one line, bounded, in every message
     for column, raw in mapping.items():
         key = canonical_task(str(column))
         if key is None:
             if str(column).strip().upper() == "OVERALL":
-                row.printed_overall = _number(raw, f"{origin}: {name}.{column}")
+                row.printed_overall = _number(raw, f"{origin}: {shown_name}.{plain(str(column), 100)}")
             continue
-        value = _number(raw, f"{origin}: {name}.{column}")
+        value = _number(raw, f"{origin}: {shown_name}.{plain(str(column), 100)}")
         if value is not None:
-            check_value(key, value, f"{origin}: {name}.{column}")
+            check_value(key, value, f"{origin}: {shown_name}.{plain(str(column), 100)}")
             row.values[key] = value
             row.sources[key] = origin
     return row
@@ -241,9 +243,9 @@ def read_table(path: PathLike) -> list[ModelResults]:
     try:
         data = safe_load_bounded(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"{origin}: not valid YAML ({str(err).splitlines()[0][:200]})") from None
+        raise ValueError(f"{plain(origin)}: not valid YAML ({plain(str(err).splitlines()[0], 200)})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{origin}: expected a mapping of tasks (or of models to tasks)")
+        raise ValueError(f"{plain(origin)}: expected a mapping of tasks (or of models to tasks)")
     if data and all(isinstance(value, dict) for value in data.values()):
         return [_row(str(name), values, origin) for name, values in data.items()]
     flat = dict(data)
