@@ -5,6 +5,7 @@ autocast, backward, DDP gradient sync only on the last), then unscale, clip, ste
 A step whose loss or gradient is NaN/inf on any rank is skipped on every rank (no optimizer
 or scheduler update, a warning); ``train.max_bad_steps`` such steps in a row stop the run with
 :class:`TrainingDiverged`. The fp16 grad scaler's own overflow skips are not counted.
+Those guards live in :mod:`recycle_distill.training.step_guards`.
 Checkpoints are taken only between optimizer steps and hold everything random (RNG states,
 sampler position), so a run killed at any point and resumed from its last checkpoint
 repeats the lost work exactly.
@@ -28,9 +29,7 @@ from tqdm.auto import tqdm
 
 from recycle_distill.checkpoint import load_student as load_student_checkpoint
 from recycle_distill.training.data import AudioDataset, make_dataloader
-from recycle_distill.training.data.dataset import format_counts
 from recycle_distill.students import FAMILIES, StudentModel
-from recycle_distill.util.messages import short_repr
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 from recycle_distill.training.teacher import Teacher, load_teacher
 from recycle_distill.training.teacher.upstream_teacher import (
@@ -43,6 +42,7 @@ from recycle_distill.training.manifests import build_manifests
 from recycle_distill.training.distributed import DistributedContext
 from recycle_distill.training.objectives import build_objective
 from recycle_distill.training.optim import build_optimizer
+from recycle_distill.training.step_guards import NoUsableAudio, StepGuards, TrainingDiverged
 from recycle_distill.training.state import (
     capture_rng,
     export_student,
@@ -57,19 +57,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "TrainingDiverged", "NoUsableAudio"]
 
-# Files a message names at most (a batch's, the check's).
-SHOWN_FILES = 4
 
-
-class TrainingDiverged(RuntimeError):
-    """Too many optimizer steps in a row had a non-finite loss or gradient."""
-
-
-class NoUsableAudio(RuntimeError):
-    """Every file read was skipped: an epoch made no optimizer step (or ``--check`` saw none usable)."""
-
-
-class Trainer:
+# StepGuards: the non-finite step check and skip, probe_data (--check), the empty-epoch refusal.
+class Trainer(StepGuards):
     """Distil ``config.student`` from ``config.teacher`` on ``config.data``."""
 
     def __init__(self, config: TrainConfig, check_only: bool = False) -> None:
@@ -251,12 +241,7 @@ class Trainer:
                     return last_loss
         if from_start and not used:
             # Every batch came out empty: another epoch would too, for ever.
-            dataset = self.train_set
-            raise NoUsableAudio(
-                f"epoch {epoch + 1} made no optimizer step: {dataset.skipped} of {len(dataset)} training files were "
-                f"skipped when read ({format_counts(dataset.skip_summary())}), so every batch was empty; fix or "
-                "remove those files (the warnings above name each one)"
-            )
+            raise self._empty_epoch_error(epoch)
         if micro:  # the epoch's leftover micro-batches make one last, smaller step
             last_loss = self._optimizer_step(step_terms, progress, window, self._files(step_files))
         self.epoch = epoch + 1
@@ -266,72 +251,6 @@ class Trainer:
         if train.save_every_steps == 0:
             self.save()
         return last_loss
-
-    def _files(self, indices: list[torch.Tensor]) -> list[str]:
-        """The sorted paths of the files behind some batches' dataset indices."""
-        chosen = {int(i) for batch in indices for i in batch.tolist()}
-        return sorted(self.train_set.entries[i].path for i in chosen)
-
-    def probe_data(self) -> str:
-        """``--check``: read a few training files as training would (all when few); refuse when
-        every one would be skipped, since training could then make no step. Returns a summary."""
-        dataset = self.train_set
-        read, skipped = dataset.probe()
-        which = f"all {read}" if read == len(dataset) else f"{read} of the {len(dataset)}"
-        spread = "" if read == len(dataset) else " (spread over the manifest)"
-        if read and skipped == read:
-            raise NoUsableAudio(
-                f"data: --check read {which} training files{spread} and every one would be skipped "
-                f"({format_counts(dataset.skip_summary())}); training would make no step: fix or remove those "
-                "files (the warnings above name each one)"
-            )
-        return f"read {which} training files{spread}, {skipped} would be skipped"
-
-    def _step_is_finite(self, loss: torch.Tensor) -> bool:
-        """Unscale and clip; True on every rank when loss and gradient are finite on all ranks.
-
-        With the fp16 scaler, non-finite gradients are its own business (it skips the step and
-        lowers the scale); only a non-finite loss counts then.
-        """
-        train = self.config.train
-        self.scaler.unscale_(self.optimizer)
-        finite = torch.isfinite(torch.as_tensor(loss)).all()
-        params = [p for p in self.student.parameters() if p.grad is not None]
-        if train.gradient_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, train.gradient_clip)
-            grads_ok = torch.isfinite(norm)
-        else:
-            grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params]).all() if params else finite
-        if not self.scaler.is_enabled():
-            finite = finite & grads_ok
-        return not self.dist.any(not bool(finite))
-
-    def _skip_step(self, terms: dict[str, torch.Tensor], files: Optional[list[str]] = None) -> float:
-        """Drop this step's gradients; the optimizer and the schedule do not move.
-
-        ``files``: the paths of the step's batch, named in the warning and in the final error."""
-        self.scaler.update()  # unscale_ was called; the scaler needs its update before the next one
-        self.optimizer.zero_grad(set_to_none=True)
-        self.bad_steps += 1
-        self.skipped_steps += 1
-        loss = float(torch.as_tensor(terms["loss"]))
-        limit = self.config.train.max_bad_steps
-        shown = _name_files(files) if files else ""
-        if self.dist.is_main:
-            logger.warning("step %d: non-finite loss or gradient (loss %s); optimizer step skipped (%d in a row, "
-                           "stopping at %d)%s", self.step + 1, loss, self.bad_steps, limit,
-                           f"; its batch: {shown}" if shown else "")
-            if self.writer is not None:
-                self.writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step)
-        if self.bad_steps >= limit:
-            advice = (f"the last one's batch: {shown}; check those files, lower optimizer.lr, or raise "
-                      "train.max_bad_steps" if shown else
-                      "lower optimizer.lr, check the audio, or raise train.max_bad_steps")
-            raise TrainingDiverged(
-                f"stopped at step {self.step + 1}: {self.bad_steps} optimizer steps in a row had a non-finite loss "
-                f"or gradient; {advice} (the last checkpoint is in {self.checkpoint_dir})"
-            )
-        return loss
 
     def _optimizer_step(self, terms: dict[str, torch.Tensor], progress: tqdm, window: dict[str, Any],
                         files: Optional[list[str]] = None) -> float:
@@ -471,12 +390,6 @@ class Trainer:
         export_student(path, self.student, self.config.family, self.config.train.delete_projections)
         logger.info("exported the student to %s", path)
         return path
-
-
-def _name_files(paths: list[str], limit: int = SHOWN_FILES) -> str:
-    """The first ``limit`` paths (escaped when not printable, each bounded), then how many in all."""
-    shown = [path if path.isprintable() and len(path) <= 200 else short_repr(path, 200) for path in paths[:limit]]
-    return ", ".join(shown) + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
 
 
 def _accumulate(sums: dict[str, torch.Tensor], result: Any, accumulate: int) -> None:

@@ -21,7 +21,8 @@ own files; a folder holding another ``index.json`` (or none, but files named lik
 temporaries) is refused with what is in it.  Nothing in an index is trusted: every key is checked
 when a cache is opened (a shard is a ``shard-NNNNN.safetensors`` name listed in ``shards``, so it
 stays inside the cache), and every vector :meth:`FeatureCache.get` returns is checked for dtype,
-shape and finiteness; each problem is one line naming the file and the key.
+shape and finiteness; each problem is one line naming the file and the key. Reading and checking
+the index is :mod:`recycle_distill.downstreams.cif_asr.feature_cache_index`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recycle_distill.util.atomic import check_output_folder, default_mode, listing
+from recycle_distill.downstreams.cif_asr.feature_cache_index import (
+    CACHE_FORMAT,
+    DTYPES,
+    INDEX,
+    SHARD_PATTERN,
+    TEMP_PREFIX,
+    FeatureCacheError,
+    check_index,
+    check_inside,
+    damaged,
+    own_index,
+    read_index,
+)
+from recycle_distill.util.atomic import check_output_folder, default_mode
 from recycle_distill.util.messages import plain, short_repr
 
 __all__ = ["CACHE_FORMAT", "CacheBuildReport", "FeatureCache", "FeatureCacheError", "build_cache", "lm_ids_hash"]
@@ -49,22 +62,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-CACHE_FORMAT = "cif-asr-feature-cache/1"
-FORMAT_FAMILY = "cif-asr-feature-cache/"  # every version of our index format starts so
-INDEX = "index.json"
-SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.safetensors$")
-SHARD_NAME = re.compile(r"shard-(\d{5,9})\.safetensors")  # what an index may name (fullmatch)
-TEMP_PREFIX = ".tmp-"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 RERUN_HINT = "re-run `recycle-distill cif-prepare`"
-DAMAGED_HINT = "re-run `recycle-distill cif-prepare` with a new --cache folder"
-MAX_HIDDEN = 1 << 16  # widest hidden size an index may declare
-MAX_ROWS = 1_000_000  # most vectors (units + 1) one utterance may declare
-LISTED = 5  # entries a refusal names before "and N more"
-
-
-class FeatureCacheError(ValueError):
-    """A cache is missing, built for another teacher, or lacks an utterance."""
 
 
 def lm_ids_hash(lm_ids: Sequence[int]) -> str:
@@ -77,118 +75,6 @@ def _dtype_name(dtype: Union[str, torch.dtype]) -> str:
     if name not in DTYPES:
         raise ValueError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype}")
     return name
-
-
-def _read_index(folder: Path) -> Optional[dict[str, Any]]:
-    """The index, or None when absent; an unreadable index counts as a foreign cache."""
-    path = folder / INDEX
-    if not path.is_file():
-        return None
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return {"format": "unreadable"}
-    return index if isinstance(index, dict) else {"format": "unreadable"}
-
-
-def _is_ours(index: dict[str, Any]) -> bool:
-    """True for an index of our format family (any version)."""
-    return isinstance(index.get("format"), str) and index["format"].startswith(FORMAT_FAMILY)
-
-
-def _own_index(folder: Path) -> Optional[dict[str, Any]]:
-    """The index of the cache in ``folder``; None when the folder holds no cache and nothing that
-    looks like one (a new cache may be made there).
-
-    Raises FeatureCacheError, deleting nothing, for a folder that is not ours: one holding an
-    ``index.json`` of another format (or not JSON), or none but files named like our shards or
-    temporaries (which a build would delete).
-    """
-    path = folder / INDEX
-    if not (path.exists() or path.is_symlink()):
-        if any(entry.name == INDEX or SHARD_PATTERN.match(entry.name) or entry.name.startswith(TEMP_PREFIX)
-               for entry in folder.iterdir()):
-            raise _foreign(folder, "it has no index.json but holds files named like a cache's shards or temporaries")
-        return None
-    if path.is_symlink() or not path.is_file():
-        raise _foreign(folder, "its index.json is not a regular file")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        raise _foreign(folder, "its index.json is not readable JSON") from None
-    if not isinstance(index, dict) or not _is_ours(index):
-        raise _foreign(folder, f"its index.json has no 'format': {CACHE_FORMAT!r}")
-    return index
-
-
-def _foreign(folder: Path, why: str) -> FeatureCacheError:
-    """The refusal of a folder that is not a cache of ours, naming (bounded) what is in it."""
-    names = sorted(entry.name for entry in folder.iterdir())
-    return FeatureCacheError(f"{plain(folder)} is not a recycle-distill feature cache ({why}) and holds "
-                             f"{listing(names, LISTED)}; nothing was deleted: give --cache a new or empty folder")
-
-
-def _damaged(path: Path, key: str, problem: str) -> FeatureCacheError:
-    return FeatureCacheError(f"feature cache {plain(path)}: {key} {problem}; {DAMAGED_HINT}")
-
-
-def _check_inside(folder: Path, path: Path) -> None:
-    """Refuse a shard that is a symlink leading out of the cache folder."""
-    real = os.path.realpath(path)
-    if os.path.dirname(real) != os.path.realpath(folder):
-        raise _damaged(path, "leads outside the cache folder", f"(it resolves to {plain(real)})")
-
-
-def _whole(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_index(path: Path, index: dict[str, Any]) -> None:
-    """Raise FeatureCacheError naming ``path`` and the first key of ``index`` that is missing,
-    of the wrong type, out of range, or names a shard outside the cache."""
-
-    def need(key: str) -> Any:
-        if key not in index:
-            raise _damaged(path, key, "is missing")
-        return index[key]
-
-    if not isinstance(need("fingerprint"), str):
-        raise _damaged(path, "fingerprint", f"must be a string, got {short_repr(index['fingerprint'])}")
-    language = index.get("language")
-    if language is not None and not isinstance(language, str):
-        raise _damaged(path, "language", f"must be a string or null, got {short_repr(language)}")
-    if need("dtype") not in DTYPES or not isinstance(index["dtype"], str):
-        raise _damaged(path, "dtype", f"must be one of {', '.join(DTYPES)}, got {short_repr(index['dtype'])}")
-    hidden = need("hidden_size")
-    if not _whole(hidden, 1, MAX_HIDDEN):
-        raise _damaged(path, "hidden_size", f"must be a whole number in [1, {MAX_HIDDEN}], got {short_repr(hidden)}")
-    shards = need("shards")
-    if not isinstance(shards, list):
-        raise _damaged(path, "shards", f"must be a list of shard file names, got {type(shards).__name__}")
-    for number, name in enumerate(shards):
-        if not (isinstance(name, str) and SHARD_NAME.fullmatch(name)):
-            raise _damaged(path, f"shards[{number}]",
-                           f"must be a shard file name (shard-NNNNN.safetensors), got {short_repr(name)}")
-    listed = set(shards)
-    entries = need("entries")
-    if not isinstance(entries, dict):
-        raise _damaged(path, "entries", f"must be a mapping of utterance ids, got {type(entries).__name__}")
-    for utt_id, entry in entries.items():
-        where = f"entries[{short_repr(utt_id)}]"
-        if not isinstance(entry, dict):
-            raise _damaged(path, where, f"must be a mapping, got {type(entry).__name__}")
-        shard = entry.get("shard")
-        if not (isinstance(shard, str) and shard in listed):
-            raise _damaged(path, f"{where}.shard", "must name one of the cache's shards (shard-NNNNN.safetensors, "
-                                                   f"listed in 'shards'), got {short_repr(shard)}")
-        for key in ("key", "ids"):
-            if not isinstance(entry.get(key), str):
-                raise _damaged(path, f"{where}.{key}", f"must be a string, got {short_repr(entry.get(key))}")
-        shape = entry.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and _whole(shape[0], 1, MAX_ROWS) and shape[1] == hidden
-                and _whole(shape[1], 1, MAX_HIDDEN)):
-            raise _damaged(path, f"{where}.shape", f"must be [rows, hidden_size] with rows in [1, {MAX_ROWS}] and "
-                                                   f"hidden_size {hidden}, got {short_repr(shape)}")
 
 
 def _write_atomic_json(path: Path, data: dict[str, Any]) -> None:
@@ -285,9 +171,9 @@ def build_cache(folder: PathLike, items: Iterable[tuple[str, Sequence[int]]], te
             raise FeatureCacheError(f"utterance id {utt_id} appears twice in the items for {base}")
         seen.add(utt_id)
     report = CacheBuildReport(folder=base, fingerprint=teacher.fingerprint)
-    index = _own_index(base)  # refuses (deleting nothing) a folder that is not a cache of ours
+    index = own_index(base)  # refuses (deleting nothing) a folder that is not a cache of ours
     if index is not None and index.get("format") == CACHE_FORMAT:
-        _check_index(base / INDEX, index)
+        check_index(base / INDEX, index)
     for path in base.iterdir():  # leftovers of a killed build: never complete, never listed
         if path.is_file() and path.name.startswith(TEMP_PREFIX):
             path.unlink()
@@ -313,7 +199,7 @@ def build_cache(folder: PathLike, items: Iterable[tuple[str, Sequence[int]]], te
     index["language"] = language if language is not None else index.get("language")
     listed = set(index["shards"])
     for name in sorted(listed):  # reused shards are read by training: none may lead out of the cache
-        _check_inside(base, base / name)
+        check_inside(base, base / name)
     for path in base.iterdir():  # renamed into place but killed before the index listed it
         if SHARD_PATTERN.match(path.name) and path.name not in listed:
             path.unlink()
@@ -407,13 +293,13 @@ class FeatureCache:
             FeatureCacheError: no cache in ``folder``, or one built with another tokenizer/model.
         """
         base = Path(folder)
-        index = _read_index(base)
+        index = read_index(base)
         if index is None:
             raise FeatureCacheError(f"no feature cache in {base} (no {INDEX}); {RERUN_HINT}")
         if index.get("format") != CACHE_FORMAT:
             raise FeatureCacheError(f"feature cache {base} has format {short_repr(index.get('format'))}, "
                                     f"expected {CACHE_FORMAT!r}; {RERUN_HINT}")
-        _check_index(base / INDEX, index)
+        check_index(base / INDEX, index)
         if index.get("fingerprint") != fingerprint:
             raise FeatureCacheError(
                 f"feature cache {base} was built with tokenizer/model fingerprint {index.get('fingerprint')} "
@@ -454,11 +340,11 @@ class FeatureCache:
             self._handles, self._pid = {}, os.getpid()
         if shard not in self._handles:
             path = self.folder / shard  # a plain shard name (checked when the index was opened)
-            _check_inside(self.folder, path)
+            check_inside(self.folder, path)
             try:
                 self._handles[shard] = safe_open(str(path), framework="pt")
             except Exception as error:  # noqa: BLE001  (safetensors raises its own error types)
-                raise _damaged(path, "cannot be read", f"({type(error).__name__}: "
+                raise damaged(path, "cannot be read", f"({type(error).__name__}: "
                                                        f"{short_repr(' '.join(str(error).split()), 200)})") from None
         return self._handles[shard]
 
@@ -475,18 +361,18 @@ class FeatureCache:
         path, key = self.folder / entry["shard"], entry["key"]
         name = f"vectors {short_repr(key)}"
         if key not in handle.keys():
-            raise _damaged(path, name, "are missing")
+            raise damaged(path, name, "are missing")
         try:
             vectors = handle.get_tensor(key)
         except Exception as error:  # noqa: BLE001
-            raise _damaged(path, name, f"cannot be read ({type(error).__name__})") from None
+            raise damaged(path, name, f"cannot be read ({type(error).__name__})") from None
         if vectors.dtype != DTYPES[self.dtype]:
-            raise _damaged(path, name, f"have dtype {str(vectors.dtype).removeprefix('torch.')}; "
+            raise damaged(path, name, f"have dtype {str(vectors.dtype).removeprefix('torch.')}; "
                                        f"the cache holds {self.dtype}")
         if list(vectors.shape) != entry["shape"]:
-            raise _damaged(path, name, f"have shape {tuple(vectors.shape)}; the index records "
+            raise damaged(path, name, f"have shape {tuple(vectors.shape)}; the index records "
                                        f"{tuple(entry['shape'])} (hidden_size {self.hidden_size})")
         vectors = vectors.to(torch.float32)
         if not bool(torch.isfinite(vectors).all()):
-            raise _damaged(path, name, "hold NaN or infinite values")
+            raise damaged(path, name, "hold NaN or infinite values")
         return vectors
