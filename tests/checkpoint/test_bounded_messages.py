@@ -11,13 +11,13 @@ import torch
 import yaml
 
 from recycle_distill import build_student, families
-from recycle_distill.checkpoint import load_student, safe_torch_load
+from recycle_distill.checkpoint import CheckpointError, load_student, safe_torch_load
 from recycle_distill.checkpoint.fetch import fetch_checkpoint
 from recycle_distill.inference import parse_precision
 from recycle_distill.s3prl import hub_entries
 from recycle_distill.s3prl.upstream import StudentUpstream
 from recycle_distill.students.build import block_table, preset_path, resolve_config
-from recycle_distill.students.config import load_config_dict
+from recycle_distill.students.config import ConfigError, load_config_dict
 
 from conftest import write_lightning_checkpoint
 from helpers.tiny_students import tiny_student
@@ -35,32 +35,32 @@ def _check(err, *starts):
         assert text.startswith(start), text[:300]
 
 
-@pytest.mark.parametrize("call, start", [
-    (lambda: build_student("armhubert", family=HOSTILE), "unknown student family 'x\\nERROR: fake"),
-    (lambda: resolve_config("armhubert", HOSTILE), "unknown student family 'x\\nERROR: fake"),
-    (lambda: families.family(HOSTILE), "unknown student family 'x\\nERROR: fake"),
-    (lambda: preset_path(HOSTILE), "unknown preset 'x\\nERROR: fake"),
-    (lambda: resolve_config(HOSTILE), "'x\\nERROR: fake"),
-    (lambda: load_config_dict(HOSTILE), "config file not found: x\\nERROR: fake"),
-    (lambda: block_table(HOSTILE), "blocks: expected one of plain, fast, got 'x\\nERROR: fake"),
-    (lambda: parse_precision(HOSTILE), "dtype: unsupported precision 'x\\nERROR: fake"),
-    (lambda: load_student(HOSTILE, "armhubert"), "checkpoint not found: x\\nERROR: fake"),
-    (lambda: fetch_checkpoint(HOSTILE), "checkpoint not found: x\\nERROR: fake"),
-    (lambda: fetch_checkpoint("hf://" + HOSTILE), "expected hf://owner/repo/file, got hf://x\\nERROR: fake"),
-    (lambda: hub_entries.load_upstream(HOSTILE, None), "x\\nERROR: fake"),
-    (lambda: StudentUpstream(HOSTILE, family="armhubert"), "checkpoint not found: x\\nERROR: fake"),
+@pytest.mark.parametrize("call, start, error", [
+    (lambda: build_student("armhubert", family=HOSTILE), "unknown student family 'x\\nERROR: fake", ConfigError),
+    (lambda: resolve_config("armhubert", HOSTILE), "unknown student family 'x\\nERROR: fake", ConfigError),
+    (lambda: families.family(HOSTILE), "unknown student family 'x\\nERROR: fake", KeyError),
+    (lambda: preset_path(HOSTILE), "unknown preset 'x\\nERROR: fake", ConfigError),
+    (lambda: resolve_config(HOSTILE), "'x\\nERROR: fake", ConfigError),
+    (lambda: load_config_dict(HOSTILE), "config file not found: x\\nERROR: fake", ConfigError),
+    (lambda: block_table(HOSTILE), "blocks: expected one of plain, fast, got 'x\\nERROR: fake", ValueError),
+    (lambda: parse_precision(HOSTILE), "dtype: unsupported precision 'x\\nERROR: fake", ValueError),
+    (lambda: load_student(HOSTILE, "armhubert"), "checkpoint not found: x\\nERROR: fake", CheckpointError),
+    (lambda: fetch_checkpoint(HOSTILE), "checkpoint not found: x\\nERROR: fake", FileNotFoundError),
+    (lambda: fetch_checkpoint("hf://" + HOSTILE), "expected hf://owner/repo/file, got hf://x\\nERROR: fake", ValueError),
+    (lambda: hub_entries.load_upstream(HOSTILE, None), "x\\nERROR: fake", ValueError),
+    (lambda: StudentUpstream(HOSTILE, family="armhubert"), "checkpoint not found: x\\nERROR: fake", CheckpointError),
 ], ids=["build_student-family", "resolve_config-family", "families.family", "preset_path", "resolve_config-source",
         "load_config_dict", "block_table", "parse_precision", "load_student-path", "fetch_checkpoint-path",
         "fetch_checkpoint-hf-url", "load_upstream-family", "StudentUpstream-path"])
-def test_api_messages_bound_and_escape_user_strings(call, start):
-    with pytest.raises(Exception) as err:
+def test_api_messages_bound_and_escape_user_strings(call, start, error):
+    with pytest.raises(error) as err:
         call()
     _check(err, start)
 
 
 def test_load_student_bounds_a_hostile_family(tmp_path):
     ckpt = write_lightning_checkpoint(tmp_path / "a.ckpt", tiny_student("armhubert").state_dict())
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CheckpointError) as err:
         load_student(ckpt, HOSTILE)
     _check(err, "unknown student family 'x\\nERROR: fake")
 
@@ -68,7 +68,7 @@ def test_load_student_bounds_a_hostile_family(tmp_path):
 def test_a_hostile_file_name_is_escaped(tmp_path):
     path = tmp_path / "x\nERROR: fake.ckpt"
     path.write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CheckpointError) as err:
         safe_torch_load(path)
     text = str(err.value)
     assert "\n" not in text and text.startswith(f"{tmp_path}/x\\nERROR: fake.ckpt: truncated or corrupt checkpoint")
@@ -79,7 +79,7 @@ def test_hostile_key_names_in_a_checkpoint_are_bounded(tmp_path):
     for index in range(50):
         state[f"{HOSTILE[:5000]}{index}"] = torch.zeros(1)
     ckpt = write_lightning_checkpoint(tmp_path / "keys.ckpt", state)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CheckpointError) as err:
         load_student(ckpt, "armhubert", {"distiller": tiny_student("armhubert").config.to_dict()})
     text = str(err.value)
     assert "\nERROR" not in text and len(text) < 3000, len(text)
@@ -110,10 +110,10 @@ def test_onnx_runner_and_entry_bound_hostile_strings(tmp_path):
 
 
 def test_ordinary_values_read_as_before(tmp_path):
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ConfigError) as err:
         build_student("armhubert", family="bert")
     assert str(err.value) == "unknown student family 'bert'; known: armhubert, maskhubert, starhubert, fithubert"
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CheckpointError) as err:
         load_student(tmp_path / "missing.ckpt", "armhubert")
     assert str(err.value) == f"checkpoint not found: {tmp_path / 'missing.ckpt'}"
 
