@@ -53,7 +53,7 @@ from recycle_distill.downstreams.cif_asr.feature_cache_index import (
     own_index,
     read_index,
 )
-from recycle_distill.util.atomic import check_output_folder, default_mode
+from recycle_distill.util.atomic import atomic_write, check_output_folder, default_mode
 from recycle_distill.util.messages import plain, short_repr
 
 __all__ = ["CACHE_FORMAT", "CacheBuildReport", "FeatureCache", "FeatureCacheError", "build_cache", "lm_ids_hash"]
@@ -78,16 +78,14 @@ def _dtype_name(dtype: Union[str, torch.dtype]) -> str:
 
 
 def _write_atomic_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}")
-    try:
+    """``data`` as JSON through the package's one atomic writer; the temp file's ``TEMP_PREFIX``
+    name is what lets a later build recognise one left by a killed run as ours."""
+
+    def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(data, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write, prefix=TEMP_PREFIX, fsync=True)
 
 
 def _write_failed(folder: Path, name: str, error: BaseException) -> FeatureCacheError:
