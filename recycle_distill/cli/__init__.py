@@ -1,7 +1,7 @@
 """``recycle-distill`` command line: one subcommand per module in :mod:`recycle_distill.cli`.
 
 Layer ``cli``, the top wing: may import util, families, students.config, students.blocks,
-inference.blocks, students, inference, checkpoint, hf_export, downstreams, s3prl, training and
+inference.blocks, students, inference, checkpoint, hf_export, downstreams, s3prl, recognizer, training and
 lab; only the package facade (``recycle_distill/__init__.py``, ``__main__.py``) sits above.
 """
 

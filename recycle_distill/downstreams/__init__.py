@@ -11,7 +11,7 @@ places that hand them to S3PRL use it, so adding a folder is all it takes (docs/
   ``s3prl/downstream/<name>/`` into an S3PRL git checkout, and ``--revert`` removes it.
 
 Imports: a downstream may import only :mod:`recycle_distill.util` and its own subpackage (it
-sits below the s3prl, training, lab and cli wings and needs no student). This module itself is
+sits below the s3prl, recognizer, training, lab and cli wings and needs no student). This module itself is
 standard library only: patch_hub.py calls :func:`available` without torch.
 """
 

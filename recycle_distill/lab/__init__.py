@@ -3,5 +3,5 @@
 precision errors) and the end-to-end demo (``demo/``).
 
 Layer ``lab``: may import util, families, students.config, students.blocks, inference.blocks,
-students, inference, checkpoint, hf_export, downstreams, s3prl and training; only cli sits above.
+students, inference, checkpoint, hf_export, downstreams, s3prl, recognizer and training; only cli sits above.
 """

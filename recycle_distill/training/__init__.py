@@ -5,8 +5,8 @@ Names are imported on first access: ``recycle_distill.training.teacher`` and
 ``recycle_distill.training.losses`` load without the trainer or the student builder.
 
 Layer ``training``: may import util, families, students.config, students.blocks,
-inference.blocks, students, inference, checkpoint, hf_export, downstreams and s3prl, whose
-S3PRL models the teacher runs; never lab or cli.
+inference.blocks, students, inference, checkpoint, hf_export, downstreams, s3prl (whose S3PRL
+models the teacher runs) and recognizer; never lab or cli.
 """
 
 from recycle_distill.util.lazy import lazy_attributes

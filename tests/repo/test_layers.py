@@ -28,7 +28,7 @@ PACKAGE = "recycle_distill"
 # right. A module belongs to the longest entry its name (after "recycle_distill.") starts with.
 ORDER = [
     "util", "families", "students.config", "students.blocks", "inference.blocks", "students", "inference",
-    "checkpoint", "hf_export", "downstreams", "s3prl", "training", "lab", "cli",
+    "checkpoint", "hf_export", "downstreams", "s3prl", "recognizer", "training", "lab", "cli",
 ]
 # The public facade (the root __init__ and __main__) sits above every layer; nothing imports it.
 FACADE = (PACKAGE, f"{PACKAGE}.__main__")
@@ -36,7 +36,7 @@ FACADE = (PACKAGE, f"{PACKAGE}.__main__")
 WING_ALIASES = {"upstreams": "s3prl"}
 # The folders whose __init__ docstring must say what the layer may import.
 WING_FOLDERS = ["util", "students", "students/blocks", "checkpoint", "inference", "inference/blocks", "hf_export",
-                "downstreams", "s3prl", "training", "lab", "cli"]
+                "downstreams", "s3prl", "recognizer", "training", "lab", "cli"]
 
 
 # ------------------------------------------------------------------ the modules and their edges
