@@ -17,6 +17,12 @@ DEFAULT_GB=10
 # The newer stack, supported through recycle_distill.s3prl.compat on the S3PRL-facing paths.
 COMPAT_STACK=(torch==2.13.0 torchaudio==2.11.0)
 COMPAT_GB=3
+# Tests whose bounds are float32 summation error (students against the reference, fast blocks
+# against plain ones, the CIF in float32, inference): `test` runs them at
+# OMP_NUM_THREADS=1 and 2 as well as in the full run (docs/development.md, "Tests").
+THREAD_SENSITIVE=(tests/students/test_fidelity.py tests/students/test_long_inputs.py
+  tests/students/test_map_free_reuse.py tests/downstreams/test_cif.py tests/downstreams/test_cif_float32.py
+  tests/inference)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -33,11 +39,12 @@ install_espeak() {
   fi
 }
 
-pip_install() {  # pip_install PYTHON ARGS...: quiet pip whose failure stops the script with its exit code
+pip_install() {  # pip_install PYTHON ARGS...: pip showing its downloads; its failure stops the script with its exit code
   local py=$1; shift
   set +e
   # --no-cache-dir: the default stack's wheels are ~4 GB; a cached copy would double the peak disk use.
-  "$py" -m pip install -q --no-cache-dir "$@" 2>&1 | grep -v '^WARNING: Location'
+  # stdout stays the terminal (fd 3), so pip draws a progress bar per download; only stderr is filtered.
+  { "$py" -m pip install --no-cache-dir --progress-bar on "$@" 2>&1 1>&3 3>&- | grep -v '^WARNING: Location' >&2; } 3>&1
   local code=${PIPESTATUS[0]}
   set -e
   if [ "$code" -ne 0 ]; then echo "ERROR: pip install $* failed (exit $code)" >&2; return "$code"; fi
@@ -57,13 +64,14 @@ make_venv() {  # make_venv DIR GB STACK...
   local stamp="$dir/.recycle-distill-stack"
   local want="$* $(sha256sum setup.py | cut -c1-16)"
   if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    pip_install "$dir/bin/python" --no-deps -e .
+    pip_install "$dir/bin/python" -q --no-deps -e .
     return
   fi
   need_disk "$dir" "$gb"
   log "creating $dir with $*"
   "$PYTHON" -m venv "$dir"
-  pip_install "$dir/bin/python" --upgrade pip
+  pip_install "$dir/bin/python" -q --upgrade pip
+  log "downloading and installing $* and the extras (the default stack's torch wheels alone are ~4 GB)"
   pip_install "$dir/bin/python" "$@" -e ".[test,demo,hf,onnx]"
   "$dir/bin/python" -c "import torch, torchaudio, s3prl, recycle_distill" 2>/dev/null \
     || "$dir/bin/python" -c "import recycle_distill.s3prl.compat as c; c.apply_compat(); import s3prl.hub"
@@ -94,6 +102,14 @@ case "${1:-}" in
     make_venv "$VENV" "$DEFAULT_GB" "${DEFAULT_STACK[@]}"
     log "test suite on the default stack (torch 2.8.0 + torchaudio 2.8.0 + s3prl 0.4.18)"
     run_pytest "$VENV" tests -ra "$@"
+    # Float32 sums split across threads round differently, so the numerically sensitive tests
+    # run again at 1 and 2 threads (skipping the count the full run already used).
+    local_threads=$("$VENV/bin/python" -c "import torch; print(torch.get_num_threads())")
+    for threads in 1 2; do
+      if [ "$threads" = "$local_threads" ]; then continue; fi
+      log "numerically sensitive tests at OMP_NUM_THREADS=$threads (the full run used $local_threads)"
+      OMP_NUM_THREADS=$threads run_pytest "$VENV" "${THREAD_SENSITIVE[@]}" -k "not ten_minutes" -ra "$@"
+    done
     if [ "${SKIP_COMPAT:-0}" != 1 ]; then
       make_venv "$COMPAT_VENV" "$COMPAT_GB" "${COMPAT_STACK[@]}"
       log "S3PRL-facing and ONNX tests on the compat stack (torch 2.13.0 + torchaudio 2.11.0)"

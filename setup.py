@@ -36,7 +36,7 @@ setup(
     # The S3PRL-conformant folders live at the top level (upstreams/<family>) and are
     # installed as recycle_distill.upstreams.<family>, so S3PRL can import the installed copy.
     package_dir={"recycle_distill.upstreams": "upstreams"},
-    package_data={"recycle_distill": ["students/presets/*.yaml", "training/recipes/*.yaml", "s3prl/superb/*.csv", "s3prl/downstream_configs/*.yaml", "s3prl/downstream_configs/*.dict", "downstreams/*/*.yaml"]},
+    package_data={"recycle_distill": ["students/presets/*.yaml", "training/recipes/*.yaml", "training/examples/*.yaml", "s3prl/superb/*.csv", "s3prl/downstream_configs/*.yaml", "s3prl/downstream_configs/*.dict", "downstreams/*/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

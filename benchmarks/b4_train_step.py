@@ -2,6 +2,7 @@
 
   python benchmarks/b4_train_step.py            # HuBERT Base teacher, ARMHuBERT student, 2 x 6 s, 2 threads
   python benchmarks/b4_train_step.py --quick    # smoke test
+  python benchmarks/b4_train_step.py --map-free --seconds 30   # also the map-free reuse layer, 2 x 30 s
 
 One step = span masks, teacher targets (masked and unmasked input), student forward on the
 masked input, the masking-distillation loss, backward, AdamW step.
@@ -26,6 +27,13 @@ steps' Linears use; oneDNN for bf16). oneDNN's fp32 kernels, ~2x MKL's sgemm on 
 sampled too for context. Each order's teacher and student phases are also printed as achieved
 GFLOP/s against the matching peak. Targets: ours fp32 >= 1.3x and ours bf16 >= 2.0x the
 reference order.
+
+``--map-free`` adds a fourth order, ours (fp32) with the map-free reuse layer
+(``build_student(..., blocks="map_free")``: the reuse layers recompute the full layers' maps
+block by block from their queries and keys, forward and backward, instead of storing them),
+from the same weights; its first-step loss must equal ours fp32's within 1e-5 (relative), and
+the student's forward + backward peak memory (torch profiler allocator events) is printed for
+both. Run it at 2 x 6 s and 2 x 30 s (``--seconds 30``).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from recycle_distill.students.build import build_student
 from recycle_distill.training.losses import masking_distillation_loss
-from recycle_distill.lab.profiling import count_flops
+from recycle_distill.lab.profiling import count_flops, peak_memory
 from recycle_distill.training.teacher import SpanMaskConfig, Teacher
 from recycle_distill.training.teacher import teacher as teacher_module
 from reference_formulation import ReferenceARMHuBERT
@@ -52,7 +60,8 @@ TARGET_BF16 = 2.0
 BF16_LOSS_RTOL = 1e-2
 PHASES = ("mask", "teacher", "student_forward", "loss", "backward", "optimizer")
 ORDERS = ("reference", "ours", "ours_bf16")
-LABELS = {"reference": "reference order (fp32)", "ours": "ours (fp32)", "ours_bf16": "ours (bf16)"}
+LABELS = {"reference": "reference order (fp32)", "ours": "ours (fp32)", "ours_bf16": "ours (bf16)",
+          "ours_map_free": "ours (fp32, map-free)"}
 PEAK_SIZE = 2048
 
 
@@ -158,11 +167,27 @@ def step_flops(steps: dict[str, Step], waves: torch.Tensor, lengths: torch.Tenso
     return teacher, counter.get_total_flops()
 
 
+def student_peak_memory(student: torch.nn.Module, step: Step, waves: torch.Tensor,
+                        lengths: torch.Tensor) -> int | None:
+    """Peak bytes of one student forward (on the step's masked input) + backward."""
+    mask = make_masks(step.teacher, waves, lengths, 0)[:, : step.frames(waves)]
+
+    def forward_and_backward() -> None:
+        with torch.inference_mode(False), torch.enable_grad():  # peak_memory turns autograd off
+            student(waves, lengths, mask_indices=mask).projections[-1].sum().backward()
+
+    peak = peak_memory(forward_and_backward).peak_bytes
+    student.zero_grad(set_to_none=True)
+    return peak
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0], repeats=5)
     parser.add_argument("--seconds", type=float, default=6.0, help="utterance length (default 6)")
     parser.add_argument("--batch", type=int, default=2, help="utterances per step (default 2)")
+    parser.add_argument("--map-free", action="store_true", help="also time ours with the map-free reuse layer")
     args = parser.parse_args(argv)
+    orders = ORDERS + (("ours_map_free",) if args.map_free else ())
     if args.quick:
         args.seconds, args.repeats, args.warmup, args.batch = 1.0, 1, 0, 1
     common.setup(args.threads)
@@ -176,14 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     students = {"ours": build_student("armhubert", **dropout_free).train()}
     students["ours_bf16"] = build_student("armhubert", **dropout_free).train()
     students["reference"] = ReferenceARMHuBERT(students["ours"].config).train()
-    for name in ("ours_bf16", "reference"):
-        students[name].load_state_dict(students["ours"].state_dict())
-    steps = {name: Step(name, teacher_bf16 if name == "ours_bf16" else teacher, students[name]) for name in ORDERS}
+    if args.map_free:
+        students["ours_map_free"] = build_student("armhubert", blocks="map_free", **dropout_free).train()
+    for name in orders:
+        if name != "ours":
+            students[name].load_state_dict(students["ours"].state_dict())
+    steps = {name: Step(name, teacher_bf16 if name == "ours_bf16" else teacher, students[name]) for name in orders}
     waves = common.waves(args.batch, args.seconds)
     lengths = torch.full((args.batch,), waves.shape[1])
 
     # First-step losses on identical weights (before any order has taken a step).
-    first = {name: steps[name](waves, lengths, seed=0)[1] for name in ORDERS}
+    first = {name: steps[name](waves, lengths, seed=0)[1] for name in orders}
     agree = abs(first["ours"] - first["reference"]) <= 1e-5 * abs(first["reference"])
     bf16_rel = abs(first["ours_bf16"] - first["ours"]) / abs(first["ours"])
     bf16_close = bf16_rel <= BF16_LOSS_RTOL
@@ -192,15 +220,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"first-step loss: ours bf16 {first['ours_bf16']:.6f} vs fp32 {first['ours']:.6f}: relative difference "
           f"{bf16_rel:.1e} -> {'within' if bf16_close else 'OUTSIDE'} {BF16_LOSS_RTOL:g}")
 
+    student_memory: dict[str, int | None] = {}
+    if args.map_free:
+        map_free_agree = abs(first["ours_map_free"] - first["ours"]) <= 1e-5 * abs(first["ours"])
+        print(f"first-step loss: ours map-free {first['ours_map_free']:.6f} vs stored maps {first['ours']:.6f} -> "
+              f"{'equal' if map_free_agree else 'DIFFERENT'} (rtol 1e-5)")
+        agree = agree and map_free_agree
+        student_memory = {name: student_peak_memory(students[name], steps[name], waves, lengths)
+                          for name in ("ours", "ours_map_free")}
+        print("student forward + backward peak memory: " + ", ".join(
+            f"{LABELS[name]} {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
+            for name, peak in student_memory.items()))
+
     teacher_flops, student_flops = step_flops(steps, waves, lengths)
     flop_bound = (teacher_flops["reference"] + student_flops) / (teacher_flops["ours"] + student_flops)
 
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ORDERS}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in orders}
     # fp32 and bf16 as torch.mm runs them (MKL's sgemm, oneDNN), the kernels behind the steps'
     # Linears; fp32-onednn for context: oneDNN's fp32 kernels, ~2x MKL's sgemm on AMD CPUs.
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": [], "fp32-onednn": []}
     for index in range(args.warmup + args.repeats):
-        order = ORDERS if index % 2 == 0 else ORDERS[::-1]
+        order = orders if index % 2 == 0 else orders[::-1]
         for name in order:
             times, _ = steps[name](waves, lengths, seed=index + 1)
             if index >= args.warmup:
@@ -215,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, totals = [], {}
     for phase in PHASES + ("total",):
         row = [phase]
-        for name in ORDERS:
+        for name in orders:
             values = [sum(r.values()) if phase == "total" else r[phase] for r in rounds[name]]
             row.append(f"{common.median(values) * 1000:.0f} ms")
             if phase == "total":
@@ -224,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     speedup = common.paired_ratio(totals["reference"], totals["ours"])
     speedup_bf16 = common.paired_ratio(totals["reference"], totals["ours_bf16"])
     bf16_vs_fp32 = common.paired_ratio(totals["ours"], totals["ours_bf16"])
-    print(common.table(["phase"] + [LABELS[name] for name in ORDERS], rows))
+    print(common.table(["phase"] + [LABELS[name] for name in orders], rows))
     print(f"teacher GFLOP per step: reference order {teacher_flops['reference'] / 1e9:.1f}, "
           f"ours {teacher_flops['ours'] / 1e9:.1f}; student forward+backward {student_flops / 1e9:.1f}")
     print(f"matmul peak ({PEAK_SIZE}^3, median of the rounds): fp32 {peak['fp32']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16']:.0f} GFLOP/s ({peak_ratio:.2f}x); for context fp32 through oneDNN "
           f"{peak['fp32-onednn']:.0f} GFLOP/s (bf16 {peak['bf16'] / peak['fp32-onednn']:.2f}x that)")
-    for name in ORDERS:  # achieved rates per phase group, against the matching matmul peak
+    for name in orders:  # achieved rates per phase group, against the matching matmul peak
         dtype = "bf16" if name == "ours_bf16" else "fp32"
         teacher_s = common.median([r["teacher"] for r in rounds[name]])
         student_s = common.median([r["student_forward"] + r["backward"] for r in rounds[name]])
@@ -240,10 +280,14 @@ def main(argv: list[str] | None = None) -> int:
               f"student forward+backward {rates[1]:.0f} GFLOP/s ({rates[1] / peak[dtype]:.0%})")
     print(f"ours fp32 vs reference order: {speedup:.2f}x (analytic FLOP bound {flop_bound:.2f}x); "
           f"target >= {TARGET}x: {common.verdict(speedup, TARGET)}")
+    if args.map_free:
+        print(f"ours map-free vs ours stored maps (fp32): "
+              f"{common.paired_ratio(totals['ours'], totals['ours_map_free']):.2f}x")
     print(f"ours bf16 vs ours fp32: {bf16_vs_fp32:.2f}x (bound: the bf16/fp32 peak ratio {peak_ratio:.2f}x)")
     print(f"ours bf16 vs reference order (fp32): {speedup_bf16:.2f}x (bound {flop_bound * peak_ratio:.2f}x = "
           f"FLOP ratio x peak ratio); target >= {TARGET_BF16}x: {common.verdict(speedup_bf16, TARGET_BF16)}")
     common.write_json(args.json, {
+        "student_peak_memory_bytes": student_memory,
         "machine": info, "speedup": speedup, "bound": flop_bound, "loss_agree": agree,
         "speedup_bf16": speedup_bf16, "bf16_vs_fp32": bf16_vs_fp32, "bound_bf16": flop_bound * peak_ratio,
         "first_step_loss": first, "bf16_loss_relative_difference": bf16_rel,

@@ -3,15 +3,21 @@
   python benchmarks/b5_scale.py            # 1, 5, 10, 30, 60 s; armhubert; 2 threads
   python benchmarks/b5_scale.py --quick    # smoke test
   python benchmarks/b5_scale.py --plain    # the plain student blocks
+  python benchmarks/b5_scale.py --long     # also 120 s and 600 s (10 minutes; tens of minutes in all)
+  python benchmarks/b5_scale.py --long --stored-maps   # the fast blocks never go map-free
 
 For each length, the student and the teacher are timed alternately (median of the
 rounds) and their peak memory is measured once (torch profiler allocator events: peak live
 tensor bytes above the pre-forward level). Growth columns are relative to the shortest
 length; the analytic column is the FLOP growth (FlopCounterMode), i.e. what the time
-growth would be at constant GFLOP/s. Attention is quadratic in length: ARMHuBERT keeps
-(H, T, T) maps for its reuse layers, HuBERT Base runs a fused attention kernel that never
-stores them, so the student's memory grows faster at long lengths. The student runs as
-``optimize_for_inference(model)`` (fp32 fast blocks) unless ``--plain``.
+growth would be at constant GFLOP/s. Attention is quadratic in length: ARMHuBERT's reuse
+layers read the (H, T, T) maps of the full layers before them. The fast blocks keep those maps
+up to ``MAP_FREE_FROM_BYTES`` (64 MiB, ~24 s at batch 1) and past it hand on queries and keys
+instead, from which the reuse layer recomputes the map block by block (memory linear in T;
+``--stored-maps`` turns that off to show the stored maps' cost). The student runs as
+``optimize_for_inference(model)`` (fp32 fast blocks) unless ``--plain`` (the plain blocks
+always store the maps). A model whose forward cannot allocate its memory at some length is
+reported as out of memory there instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -20,25 +26,48 @@ import sys
 
 import common
 
+from recycle_distill.inference.blocks import attention
 from recycle_distill.students.build import build_student
 from recycle_distill.lab.profiling import count_flops, peak_memory
 
 LENGTHS = (1.0, 5.0, 10.0, 30.0, 60.0)
+LONG_LENGTHS = LENGTHS + (120.0, 600.0)
+
+
+def fits(name: str, forward, x, measured: dict[str, list[dict]], seconds: float) -> bool:
+    """Run ``forward(x)`` once; if it cannot allocate its memory, record that and say False."""
+    try:
+        forward(x)
+        return True
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise
+        print(f"{name} at {seconds:g} s: out of memory ({str(err).splitlines()[0][:120]})")
+        measured[name].append({"seconds": seconds, "out_of_memory": str(err).splitlines()[0][:300]})
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--seconds", type=float, nargs="+", default=list(LENGTHS), help="lengths (default 1 5 10 30 60)")
     parser.add_argument("--preset", default="armhubert", help="student preset (default armhubert)")
+    parser.add_argument("--long", action="store_true", help="lengths 1 5 10 30 60 120 600")
+    parser.add_argument("--stored-maps", action="store_true", help="the fast blocks keep every attention map")
     common.add_plain_option(parser)
     args = parser.parse_args(argv)
+    if args.long:
+        args.seconds = list(LONG_LENGTHS)
+    if args.stored_maps:
+        attention.MAP_FREE_FROM_BYTES = float("inf")
     if args.quick:
         args.seconds, args.repeats, args.warmup = [1.0, 2.0], 1, 0
     common.setup(args.threads)
     info = common.print_header("B5 scale: cost vs utterance length (batch 1)",
                                {"preset": args.preset, "seconds": args.seconds, "repeats": args.repeats,
                                 "warmup": args.warmup, "dtype": "float32",
-                                "student blocks": "plain" if args.plain else "optimize_for_inference"})
+                                "student blocks": "plain" if args.plain else "optimize_for_inference",
+                                "reuse maps": "stored" if args.plain or args.stored_maps else
+                                f"recomputed past {attention.MAP_FREE_FROM_BYTES / 2**20:g} MiB"})
     student = common.for_inference(build_student(args.preset), args.plain)
     teacher = common.build_teacher()
     forward_teacher = common.profiling.teacher_forward(teacher)
@@ -47,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[str, list[dict]] = {name: [] for name in models}
     for seconds in args.seconds:
         x = common.waves(1, seconds)
-        times = common.time_rounds({name: (lambda f=f: f(x)) for name, f in models.items()}, args.repeats, args.warmup)
-        for name, forward in models.items():
+        runnable = {name: forward for name, forward in models.items() if fits(name, forward, x, measured, seconds)}
+        times = common.time_rounds({name: (lambda f=f: f(x)) for name, f in runnable.items()}, args.repeats,
+                                   args.warmup)
+        for name, forward in runnable.items():
             memory = peak_memory(lambda: forward(x))
             measured[name].append({
                 "seconds": seconds, "flops": count_flops(lambda: forward(x)), "times_s": times[name],
@@ -57,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for name, entries in measured.items():
-        base = entries[0]
-        for entry in entries:
+        ran = [entry for entry in entries if "out_of_memory" not in entry]
+        rows += [[name, f"{entry['seconds']:g}", "out of memory"] + [""] * 6 for entry in entries if entry not in ran]
+        if not ran:
+            continue
+        base = ran[0]
+        for entry in ran:
             memory = entry["peak_memory_bytes"]
             rows.append([
                 name, f"{entry['seconds']:g}", f"{entry['time_s']:.3f}", f"{entry['time_s'] / entry['seconds']:.4f}",
@@ -77,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         [[f"{s['seconds']:g}", f"{s['time_s'] / t['time_s']:.3f}", f"{s['flops'] / t['flops']:.3f}",
           "n/a" if not s["peak_memory_bytes"] or not t["peak_memory_bytes"]
           else f"{s['peak_memory_bytes'] / t['peak_memory_bytes']:.2f}"]
+         if "out_of_memory" not in s and "out_of_memory" not in t else
+         [f"{s['seconds']:g}", "out of memory: " + ("student" if "out_of_memory" in s else "teacher"), "", ""]
          for s, t in zip(student_entries, teacher_entries)],
     ))
     common.write_json(args.json, {"machine": info, "results": measured})

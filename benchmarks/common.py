@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -28,6 +26,7 @@ if ROOT not in sys.path:  # run as `python benchmarks/bN_*.py` from a checkout
     sys.path.insert(0, ROOT)
 
 from recycle_distill.lab import profiling  # noqa: E402
+from recycle_distill.lab.machine import cpu_model, machine  # noqa: E402,F401  (re-exported for the benchmarks)
 
 SAMPLE_RATE = profiling.SAMPLE_RATE
 
@@ -51,31 +50,6 @@ def setup(threads: int) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("s3prl").setLevel(logging.WARNING)
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (or the platform's processor string)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_1min_at_start": round(load, 2),
-    }
 
 
 def print_header(title: str, settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -96,3 +96,37 @@ def fast_paths(request, monkeypatch):
     if request.param == "fast-shrunk":
         shrink_fast_paths(monkeypatch)
     return lambda model: optimize_for_inference(model)
+
+
+# The map-free attention reuse (recycle_distill.students.blocks.map_free): its row-block budget,
+# and the map size past which the fast blocks hand on queries and keys instead of the map, shrunk
+# so ~1 s fixtures take several blocks and the fast blocks' map-free branch.
+MAP_FREE_THRESHOLDS = {
+    "recycle_distill.students.blocks.map_free.BLOCK_BYTES": 1024,
+    "recycle_distill.inference.blocks.attention.MAP_FREE_FROM_BYTES": 0,
+}
+
+
+@pytest.fixture(params=["plain", "fast", "fast-shrunk", "map-free", "map-free-shrunk", "fast-map-free-shrunk"])
+def any_blocks(request, monkeypatch):
+    """:func:`fast_paths`' three ways, plus the map-free reuse blocks (swapped in as a student
+    built with ``blocks="map_free"`` has them; ``-shrunk``: :data:`MAP_FREE_THRESHOLDS`) and the
+    fast blocks taking their map-free branch. Returns ``prepare(model) -> model``."""
+    from recycle_distill.inference import optimize_for_inference
+    from recycle_distill.inference.optimize import swap_blocks
+    from recycle_distill.students.blocks.map_free import MAP_FREE_BLOCKS
+
+    if "shrunk" in request.param:
+        shrink_fast_paths(monkeypatch)
+    if "map-free-shrunk" in request.param:
+        for target, value in MAP_FREE_THRESHOLDS.items():
+            monkeypatch.setattr(target, value)
+    def map_free(model):
+        swap_blocks(model, MAP_FREE_BLOCKS)
+        return model
+
+    if request.param == "plain":
+        return lambda model: model
+    if request.param.startswith("map-free"):
+        return map_free
+    return lambda model: optimize_for_inference(model)

@@ -1,14 +1,17 @@
 """Our compact student checkpoint: safetensors weights plus family/config/version metadata.
 
 A compact file holds the student's weights only (no teacher, no optimizer) and carries
-everything needed to rebuild the model, so it loads without a ``-g`` config.
+everything needed to rebuild the model, so it loads without a ``-g`` config. A trained student
+also carries its ``provenance`` (teacher, data, objective, steps, precision: what
+:mod:`recycle_distill.training.provenance` records), read back by
+:func:`recycle_distill.checkpoint.provenance.read_provenance`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from safetensors import safe_open
@@ -47,8 +50,10 @@ def atomic_write(path: str, write: Any) -> None:
     _atomic_write(path, write, mode=default_mode(), prefix=".tmp-", suffix=os.path.basename(path))
 
 
-def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str, config: Mapping[str, Any]) -> None:
-    """Write ``state_dict`` with ``family`` and the distiller ``config`` as metadata, atomically.
+def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str, config: Mapping[str, Any],
+                 provenance: Optional[Mapping[str, Any]] = None) -> None:
+    """Write ``state_dict`` with ``family``, the distiller ``config`` and the ``provenance`` of a
+    trained student (if given) as metadata, atomically.
 
     A failure leaves an earlier file at ``path`` as it was; anything there but a regular file (a
     device, a FIFO, a folder) is refused with :class:`recycle_distill.util.atomic.OutputError`.
@@ -61,6 +66,8 @@ def save_compact(path: str, state_dict: Mapping[str, torch.Tensor], family: str,
         "family": family,
         "config": json.dumps(dict(config), sort_keys=True),
     }
+    if provenance is not None:
+        metadata["provenance"] = json.dumps(dict(provenance), sort_keys=True)
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 

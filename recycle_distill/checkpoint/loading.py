@@ -80,7 +80,7 @@ def load_student(
         ckpt: Lightning ``.ckpt``, a ``.pt`` state dict, our compact ``.safetensors``, or a
             Hugging Face folder written by ``recycle-distill export --format hf``.
         family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``; may be None
-            only for a Hugging Face folder (which names its family).
+            for a compact file or a Hugging Face folder (both name their family).
         model_config: the architecture (``-g`` YAML path, preset name, dict); optional for
             compact files and for weights that match one of the family's presets.
         blocks: ``"plain"`` or ``"fast"`` (the CPU inference blocks), as in
@@ -93,14 +93,21 @@ def load_student(
     allow_non_finite = check_bool(allow_non_finite, "allow_non_finite")
     table = block_table(blocks)
     path = os.fspath(ckpt)
-    if os.path.isdir(path):  # a Hugging Face export folder (recycle-distill export --format hf)
-
-        state_dict, stored_family, stored_config = read_hf_student(path, allow_non_finite=allow_non_finite)
-        family = family or stored_family
-    if family not in FAMILIES:
+    # A family given is checked before the file is read; a compact file or a Hugging Face folder
+    # (recycle-distill export --format hf) names its own.
+    if family is not None and family not in FAMILIES:
         raise CheckpointError(f"unknown student family {short_repr(family)}; known: {', '.join(FAMILIES)}")
-    if not os.path.isdir(path):
+    if os.path.isdir(path):
+        state_dict, stored_family, stored_config = read_hf_student(path, allow_non_finite=allow_non_finite)
+    else:
         state_dict, stored_family, stored_config = read_student_state_dict(path, allow_non_finite=allow_non_finite)
+    if family is None and stored_family is None:
+        raise CheckpointError(f"{plain(path)}: the file does not name its student family; pass one of "
+                              f"{', '.join(FAMILIES)} (family=..., --family)")
+    family = family or stored_family
+    if family not in FAMILIES:
+        raise CheckpointError(f"{plain(path)}: holds an unknown student family {short_repr(family)}; "
+                              f"known: {', '.join(FAMILIES)}")
     if stored_family is not None and stored_family != family:
         raise CheckpointError(f"{plain(path)}: holds a {plain(stored_family, 100)} student, but the {family} entry "
                               f"was asked to load it")

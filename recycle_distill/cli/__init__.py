@@ -11,8 +11,12 @@ import argparse
 import importlib
 import logging
 import os
+import platform
 import sys
+from importlib import metadata
 from typing import Optional, Sequence
+
+from recycle_distill.util.version import VERSION
 
 # subcommand -> module in recycle_distill.cli exposing add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -25,6 +29,10 @@ COMMANDS = {
     "profile": ("profile", "parameters, FLOPs, speed and memory of a student vs HuBERT Base"),
     "export": ("export", "export a student (checkpoint, preset or release) as safetensors, a Hugging Face folder or ONNX"),
     "cif-prepare": ("cif_prepare", "precompute the language-model teacher vectors of a CIF-HieraDist corpus"),
+    "transcribe": ("transcribe", "transcribe recordings with a trained cif_asr experiment (text, JSON lines, token times)"),
+    "average-checkpoints": ("average_checkpoints", "average the last N (or N named) checkpoints of one S3PRL experiment"),
+    "make-data": ("make_data", "write tiny espeak-ng corpora in real layouts (LibriSpeech, Speech Commands, VoxCeleb1, AISHELL-1) and tiny BERTs"),
+    "superb-smoke": ("superb_smoke", "train a few SUPERB tasks for a few steps on make-data corpora and print one table"),
 }
 
 
@@ -75,9 +83,20 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
+def version_line() -> str:
+    """``recycle-distill X.Y.Z (torch A.B.C, Python D.E.F)``: what a bug report needs, without importing torch."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"recycle-distill {VERSION} (torch {torch_version}, Python {platform.python_version()})"
+
+
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="recycle-distill", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the package, torch and Python versions, then exit")
     parser.add_argument("--debug", action="store_true",
                         help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -1,4 +1,5 @@
-"""Offline end-to-end demo on a tiny espeak-ng corpus: what distillation achieves (a few CPU minutes).
+"""Offline end-to-end demo on a tiny espeak-ng corpus: what distillation achieves (CPU only; the
+report states how long the run took and on what machine).
 
 Builds a tiny speech corpus (espeak-ng voices as speakers) and a keyword set, a small HuBERT
 teacher in fairseq's checkpoint layout given brief masked-prediction pretraining, distils a

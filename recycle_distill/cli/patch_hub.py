@@ -115,7 +115,35 @@ def _run_locked(args: argparse.Namespace, tree) -> int:
             and importlib.util.find_spec("recycle_distill") is None:
         print("note: recycle_distill is not importable by this Python; install it "
               "(pip install <this repo>) where S3PRL runs, or use --copy.")
+    if not args.revert and not args.dry_run:
+        note = s3prl_import_note(tree)
+        if note:
+            print(note)
     return EXIT_WARNINGS if plan.warnings else EXIT_OK
+
+
+def s3prl_import_note(tree) -> str | None:
+    """A note when the ``s3prl`` this Python imports is not the tree just patched (None when it is).
+
+    Found with ``importlib.util.find_spec`` (nothing is imported, torch stays out). A PyPI s3prl
+    installed beside a checkout shadows it: ``python run_downstream.py`` in ``<root>/s3prl`` then
+    imports the unpatched hub and fails with ``s3prl.hub has no attribute 'armhubert'``.
+    """
+    spec = importlib.util.find_spec("s3prl")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = Path(locations[0]).resolve() if locations else None
+    if found == tree.package.resolve():
+        return None
+    where = (f"imports s3prl from {plain(found)}, not from the tree just patched" if found is not None
+             else "cannot import s3prl")
+    if tree.checkout:
+        root = plain(tree.root)
+        fix = (f"install the checkout with `pip install -e {root}`, or run S3PRL's scripts with "
+               f"PYTHONPATH={root}")
+    else:
+        fix = f"run S3PRL with the Python whose site-packages hold {plain(tree.package)}"
+    return (f"note: this Python {where}, so S3PRL run with it will not see the registration "
+            f"(s3prl.hub has no attribute 'armhubert'): {fix}.")
 
 
 

@@ -27,6 +27,7 @@ from recycle_distill.s3prl.superb.launcher import (
     plan_launch,
     register_downstreams,
     register_upstreams,
+    run_line,
 )
 
 PASS_THROUGH = True
@@ -127,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout = _Tee(saved_stdout, log_file)
     try:
         counts = ", ".join(f"{family} {count}" for family, count in families.items())
-        print(f"{HEADER} run: mode={plan.mode} split={plan.split}")
+        print(run_line(plan))
         print(f"{HEADER} registered {len(names)} upstream entries in s3prl.hub ({counts}) of "
               f"s3prl {getattr(s3prl, '__version__', '?')} at {os.path.dirname(s3prl.__file__)}; {_compat_line(applied)}")
         print(f"{HEADER} config: {plan.config or '-'} ({plan.config_note or 'S3PRL default'})"

@@ -110,7 +110,8 @@ def check_hf_output(directory: str) -> bool:
 
 
 def export_hf(model: Any, family: str, directory: str, *, release: Optional[str] = None,
-              teacher: Optional[str] = None, data: Optional[str] = None) -> dict[str, Any]:
+              teacher: Optional[str] = None, data: Optional[str] = None,
+              provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Write ``model`` (a :class:`StudentModel` of ``family``) as a Hugging Face folder.
 
     The folder is written beside ``directory`` and swapped in when complete; an earlier export
@@ -118,7 +119,10 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
 
     Args:
         release: hub entry of a published release (adds the published SUPERB numbers).
-        teacher, data: what the card states (defaults: the release's, else "unknown").
+        teacher, data: what the card states (defaults: the provenance's, the release's, else "unknown").
+        provenance: the training record of a student trained here (teacher, data, objective, steps,
+            precision; :func:`recycle_distill.checkpoint.read_provenance`): kept in ``config.json``'s
+            ``recycle_distill`` block and stated by the card.
 
     Returns:
         ``{"directory", "files", "parameters", "kind"}`` (kind: ``hubert`` or ``remote-code``).
@@ -132,6 +136,8 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     check_finite_on_export(state, directory)  # NaN/inf weights are never exported
     meta = {"format_version": HF_FORMAT_VERSION, "family": family, "distiller": config.to_dict(), "release": release}
+    if provenance:
+        meta["provenance"] = dict(provenance)
     parameters = sum(p.numel() for p in model.parameters())
     heads_file, heads, sources = None, {}, {}
     # The family's row says which kind of folder it exports as.
@@ -155,7 +161,7 @@ def export_hf(model: Any, family: str, directory: str, *, release: Optional[str]
     else:
         raise CheckpointError(f"no Hugging Face export for family {short_repr(family)}")
     card = model_card(family=family, parameters=parameters, config=meta["distiller"], plain=kind == "hubert",
-                      release=release, teacher=teacher, data=data, heads_file=heads_file)
+                      release=release, teacher=teacher, data=data, heads_file=heads_file, provenance=provenance)
 
     def write(folder: str) -> None:
         save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})

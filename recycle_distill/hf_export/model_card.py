@@ -1,7 +1,8 @@
 """The ``README.md`` model card of a Hugging Face export (front matter with ``model-index``).
 
 The card states the architecture, the parameter count, the family, the teacher and the
-training data. Published SUPERB numbers (``recycle_distill/s3prl/superb/paper_results.csv``) are
+training data; for a student this package trained, also the objective, steps and precision of
+its run (the ``provenance`` its checkpoint records, :mod:`recycle_distill.training.provenance`). Published SUPERB numbers (``recycle_distill/s3prl/superb/paper_results.csv``) are
 added only when the weights are a published release, recognised by the hub entry they were
 loaded through or by the source file's sha256 (:data:`PUBLISHED_SHA256`). Published weights
 carry the publisher's licence ("as stated by the publisher"); anything else is ours, MIT. What a
@@ -22,7 +23,8 @@ import yaml
 from recycle_distill import families
 from recycle_distill.util.safe_yaml import safe_load_bounded
 
-__all__ = ["PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card"]
+__all__ = ["PUBLISHED_SHA256", "identify_release", "file_sha256", "paper_results", "model_card", "article",
+           "describe_teacher", "describe_data"]
 
 
 # sha256 of a published file -> its hub entry. Only hashes checked against the published
@@ -83,12 +85,51 @@ def _model_index(name: str, results: dict[str, float]) -> list[dict[str, Any]]:
     return [{"name": name, "results": entries}]
 
 
+def article(word: str) -> str:
+    """``An`` before a vowel letter (An ARMHuBERT), else ``A`` (A FitHuBERT)."""
+    return "An" if word[:1].upper() in "AEIOU" else "A"
+
+
+def describe_teacher(record: dict[str, Any]) -> str:
+    """A provenance ``teacher`` record as card text: ``name (kind, sha256 ...)``."""
+    digest = f", sha256 {record['sha256']}" if record.get("sha256") else ""
+    return f"{record.get('name', 'unknown')} ({record.get('kind', 'unknown kind')}{digest})"
+
+
+def describe_data(record: dict[str, Any]) -> str:
+    """A provenance ``data`` record as card text: ``folders (hours h, utterances utterances)``."""
+    folders = ", ".join(str(folder) for folder in record.get("folders", [])) or "unknown folders"
+    return f"{folders} ({record.get('hours', 0):g} h, {record.get('utterances', 0)} utterances)"
+
+
+def _cell(value: Any, limit: int = 500) -> str:
+    """A value as one markdown table cell: one line, pipes escaped, bounded (records come from files)."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _run_rows(provenance: dict[str, Any]) -> list[str]:
+    """Card table rows for the run's objective, steps, precision and trainer (those recorded)."""
+    names = (("objective", "objective"), ("steps", "optimizer steps"), ("precision", "precision"),
+             ("trainer", "trained with"))
+    return [f"| {label} | {_cell(provenance[key])} |" for key, label in names if provenance.get(key) is not None]
+
+
 def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: bool, release: Optional[str],
-               teacher: Optional[str], data: Optional[str], heads_file: Optional[str]) -> str:
-    """The README.md text: YAML front matter (model-index, our metadata) and the card body."""
+               teacher: Optional[str], data: Optional[str], heads_file: Optional[str],
+               provenance: Optional[dict[str, Any]] = None) -> str:
+    """The README.md text: YAML front matter (model-index, our metadata) and the card body.
+
+    ``teacher`` and ``data`` (given by hand) come first, then what ``provenance`` (the record of a
+    student trained here) says, then a published release's, else "unknown"."""
     published = families.RELEASES.get(release) if release else None
     row = families.FAMILIES.get(family)
     title = row.title if row else family
+    provenance = provenance or {}
+    if teacher is None and isinstance(provenance.get("teacher"), dict):
+        teacher = describe_teacher(provenance["teacher"])
+    if data is None and isinstance(provenance.get("data"), dict):
+        data = describe_data(provenance["data"])
     teacher = teacher or (published.teacher if published else "unknown (not recorded in the checkpoint)")
     data = data or (published.data if published else "unknown (not recorded in the checkpoint)")
     name = release or f"{family}-student"
@@ -100,17 +141,19 @@ def model_card(*, family: str, parameters: int, config: dict[str, Any], plain: b
         "recycle_distill": {"family": family, "parameters": parameters, "teacher": teacher, "data": data,
                             "release": release},
     }
+    if provenance:
+        front["recycle_distill"]["provenance"] = provenance
     if published:
         front["license_name"] = "as stated by the publisher"
     if results:
         front["model-index"] = _model_index(name, results)
     body = [f"# {name}", "",
-            f"A {title} speech encoder ({parameters:,} parameters) exported by recycle-distill.", "",
+            f"{article(title)} {title} speech encoder ({parameters:,} parameters) exported by recycle-distill.", "",
             "| | |", "|---|---|",
             f"| family | {family} |", f"| parameters | {parameters:,} |",
             f"| layers x width | {config['encoder_layers']} x {config['encoder_embed_dim']} "
             f"(FFN {config['encoder_ffn_embed_dim']}, {config['encoder_attention_heads']} heads) |",
-            f"| teacher | {teacher} |", f"| data | {data} |",
+            f"| teacher | {_cell(teacher)} |", f"| data | {_cell(data)} |", *_run_rows(provenance),
             f"| licence | {'as stated by the publisher (published weights)' if published else 'MIT'} |", "",
             "## Use", "", "```python", "import torch", "from transformers import AutoModel", "",
             f"model = AutoModel.from_pretrained(DIR{'' if plain else ', trust_remote_code=True'}).eval()",

@@ -8,7 +8,8 @@ Graph contract (export format version :data:`ONNX_FORMAT_VERSION`):
   stacked), ``last_hidden_state`` (B, T, D) and ``padding_mask`` (B, T) bool, True = padding
   (all False when nothing is padded);
 * ``metadata_props`` carry ``recycle_distill.*`` keys (family, format version, layers, dims,
-  rates, dtype) that :class:`recycle_distill.inference.onnx_runtime.OnnxStudentUpstream` checks.
+  rates, dtype) that :class:`recycle_distill.inference.onnx_runtime.OnnxStudentUpstream` checks,
+  and, for a student trained here, ``recycle_distill.provenance`` (its training record, JSON).
 
 Exporter: the TorchScript-based tracer, ``torch.onnx.export(..., dynamo=False)``. It exists,
 with the same signature, on both supported stacks (torch 2.8 and torch 2.13, where it is
@@ -30,11 +31,20 @@ refused: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel. Two config o
 refused because their amounts are Python decisions a trace would freeze: ``per_utterance_cnn``
 and ``required_seq_len_multiple``/``crop_seq_to_multiple`` other than 1 (no released student
 uses them).
+
+Long inputs: the graph is the plain blocks', so ARMHuBERT's full layers form their (B, H, T, T)
+maps and hand them to the reuse layers (the map-free recomputation of
+:mod:`recycle_distill.students.blocks.map_free` is a Python loop over row blocks, which a trace
+would unroll at the example length). ONNX Runtime then holds about four such float32 maps at
+once (measured on the tiny ARMHuBERT at 20 s and 40 s): memory quadratic in length, ~1.7 GB at
+60 s for the ARMHuBERT size. Longer recordings go through the graph in chunks
+(:func:`recycle_distill.inference.chunked.run_chunked_batch`; docs/inference.md §7).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import tempfile
@@ -45,6 +55,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from recycle_distill.inference.onnx_checks import INSTALL_HINT, import_onnx_package  # noqa: F401  (re-exported)
 from recycle_distill.util.atomic import atomic_write, check_output_file
 from recycle_distill.util.messages import short_repr
 from recycle_distill.util.sample_rate import SAMPLE_RATE
@@ -67,19 +78,8 @@ OUTPUT_NAMES = ("hidden_states", "last_hidden_state", "padding_mask")
 # fp32. Quantizing Conv too: error 0.197 / 0.186 (the CNN's and positional conv's errors feed
 # every layer) and about 2x SLOWER than fp32 (ORT's ConvInteger path). So MatMul/Gemm only.
 INT8_OP_TYPES = ("MatMul", "Gemm")
-INSTALL_HINT = 'ONNX support needs the optional packages: pip install "recycle-distill[onnx]"'
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def import_onnx_package(name: str) -> Any:
-    """``name`` (``onnx`` or ``onnxruntime``) imported, or a one-line ImportError with the install hint."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise ImportError(f"{name} is not installed. {INSTALL_HINT}") from err
 
 
 def require_onnx(dtype: str = "fp32") -> None:
@@ -256,14 +256,16 @@ class _DropQuantizerChatter(logging.Filter):
         return "/onnxruntime/quantization/" not in record.pathname.replace(os.sep, "/")
 
 
-def _quantize_int8(source: str, target: str) -> None:
+def _quantize_int8(source: str, target: str, exclude: tuple[str, ...] | list[str] = ()) -> None:
+    """Dynamic int8 quantization of ``source``'s :data:`INT8_OP_TYPES` nodes (but those named in
+    ``exclude``) into ``target``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root, chatter = logging.getLogger(), _DropQuantizerChatter()
     root.addFilter(chatter)
     try:
         quantize_dynamic(source, target, op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
-                         weight_type=QuantType.QInt8)
+                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
     finally:
         root.removeFilter(chatter)
 
@@ -276,6 +278,7 @@ def export_onnx(
     dtype: Union[str, torch.dtype, None] = "fp32",
     opset: Optional[int] = None,
     example_seconds: float = 2.0,
+    provenance: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Write ``model`` as an ONNX file (see the module docstring for the graph's contract).
 
@@ -288,6 +291,8 @@ def export_onnx(
         dtype: ``fp32`` or ``int8`` (ONNX Runtime dynamic quantization of MatMul/Gemm).
         opset: ONNX opset (default :data:`DEFAULT_OPSET`).
         example_seconds: length of the traced example (any length runs afterwards).
+        provenance: the training record of a student trained here (teacher, data, objective,
+            steps, precision), stored as JSON in the metadata key ``recycle_distill.provenance``.
 
     Returns:
         Info: ``path``, ``family``, ``dtype``, ``opset``, ``exporter``, ``seconds`` (wall time),
@@ -300,6 +305,8 @@ def export_onnx(
     started = time.perf_counter()
     plain = _plain_fp32_copy(model, family)
     metadata = _metadata(plain, family, dtype, opset)
+    if provenance:
+        metadata["provenance"] = json.dumps(dict(provenance), sort_keys=True)
     wrapper = _GraphWrapper(plain).eval()
     example = _example_inputs(plain, example_seconds)
 

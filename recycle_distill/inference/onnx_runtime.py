@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from recycle_distill.students.config import MAX_LAYERS
 from recycle_distill.students.waveforms import validate_waveforms
 from recycle_distill.students.blocks.masks import pad_waveforms
-from recycle_distill.inference.onnx_export import (
-    META_PREFIX, ONNX_DTYPES, ONNX_FORMAT_VERSION, OUTPUT_NAMES, import_onnx_package,
-)
+from recycle_distill.inference.onnx_checks import check_onnx_graph, import_onnx_package
+from recycle_distill.inference.chunked import chunk_settings, run_chunked_batch
+from recycle_distill.inference.onnx_export import META_PREFIX, ONNX_DTYPES, ONNX_FORMAT_VERSION, OUTPUT_NAMES
 from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.util.options import check_bool, check_seconds, check_whole_number
 from recycle_distill.util.sample_rate import SAMPLE_RATE
@@ -57,7 +57,6 @@ _OUTPUTS = {"hidden_states": ("tensor(float)", 4), "last_hidden_state": ("tensor
             "padding_mask": ("tensor(bool)", 2)}
 _AXES = {"hidden_states": "(num_layers, batch, frames, hidden_dim)", "last_hidden_state": "(batch, frames, hidden_dim)",
          "padding_mask": "(batch, frames)", "waveforms": "(batch, samples)", "lengths": "(batch,)"}
-_OPT_OUT = "pass allow_any_graph=True to run it anyway (see docs/inference.md, 'What an ONNX file is trusted with')"
 
 
 def read_onnx_metadata(session: Any, path: str) -> dict[str, str]:
@@ -106,32 +105,6 @@ def _check_metadata_values(ours: dict[str, str], shown: str) -> None:
                          f"recycle-distill exports ({', '.join(ONNX_DTYPES)})")
 
 
-def check_onnx_graph(path: str) -> None:
-    """Refuse a graph with what our exports never write: a node with a subgraph (``Loop``,
-    ``Scan``, ``If``, ...: control flow, which may run as long as it says) or a tensor whose
-    data lives in another file. Raises ValueError naming the file and the node or tensor."""
-    onnx = import_onnx_package("onnx")
-    shown = plain(path)
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as err:  # noqa: BLE001  (DecodeError, OSError, ...: all mean unreadable)
-        raise ValueError(f"{shown}: not a readable ONNX file ({short_repr(str(err), 200)})") from None
-    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-    for node in model.graph.node:
-        if any(attribute.type in graph_kinds for attribute in node.attribute):
-            raise ValueError(f"{shown}: the graph holds a {short_repr(node.op_type)} node (control flow), which "
-                             f"recycle-distill exports never write; {_OPT_OUT}")
-    tensors = list(model.graph.initializer) + list(model.graph.sparse_initializer) + [
-        attribute.t for node in model.graph.node for attribute in node.attribute
-        if attribute.type == onnx.AttributeProto.TENSOR]
-    for tensor in tensors:
-        tensor = getattr(tensor, "values", tensor)  # a sparse initializer keeps its data in .values
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-            raise ValueError(f"{shown}: the graph reads tensor {short_repr(tensor.name)} from another file "
-                             f"({short_repr(location)}), which recycle-distill exports never do; {_OPT_OUT}")
-
-
 def _check_signature(session: Any, metadata: dict[str, str], shown: str) -> None:
     """The declared inputs and outputs: our names, element types, ranks, and the sizes the
     metadata give where the graph declares them as numbers."""
@@ -173,6 +146,9 @@ class OnnxStudentUpstream(nn.Module):
             stops it with a TimeoutError; None (default) sets no limit.
         allow_any_graph: run a graph that holds what our exports never write (control flow,
             data in other files); only for a file you trust (docs/inference.md).
+        chunk_seconds, overlap_seconds: run each recording in windows, as
+            :class:`~recycle_distill.s3prl.upstream.StudentUpstream` does (the graph's memory is
+            quadratic in a window's length; docs/inference.md §7).
     """
 
     def __init__(
@@ -184,8 +160,11 @@ class OnnxStudentUpstream(nn.Module):
         providers: Optional[Sequence[str]] = None,
         timeout: Optional[float] = None,
         allow_any_graph: bool = False,
+        chunk_seconds: Optional[float] = None,
+        overlap_seconds: Optional[float] = None,
     ) -> None:
         super().__init__()
+        self.chunking = chunk_settings(chunk_seconds, overlap_seconds)
         threads = torch.get_num_threads() if threads is None else threads
         threads = check_whole_number(threads, "threads", 1, MAX_THREADS)
         self.timeout = check_seconds(timeout, "timeout")
@@ -238,10 +217,21 @@ class OnnxStudentUpstream(nn.Module):
         """
         validate_waveforms(wavs, self.receptive_field)
         device = wavs[0].device
-        batch, lengths = pad_waveforms([wave.detach().float().cpu() for wave in wavs])
+        wavs = [wave.detach().float().cpu() for wave in wavs]
+        if self.chunking is not None:
+            frames = [(wave.numel() - self.receptive_field) // self.downsample_rate + 1 for wave in wavs]
+            hidden_states = [layer.to(device) for layer in run_chunked_batch(
+                self._run_window, wavs, frames, self.downsample_rate, self.receptive_field, self.chunking)]
+            return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
+        batch, lengths = pad_waveforms(wavs)
         stacked = self._run(batch, lengths)
         hidden_states = [layer.to(device) for layer in torch.from_numpy(stacked).unbind(0)]
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
+
+    def _run_window(self, window: Tensor) -> list[Tensor]:
+        """One (S_w,) window of a chunked call -> its N states, each (T_w, D)."""
+        stacked = torch.from_numpy(self._run(window[None], torch.tensor([window.numel()])))
+        return list(stacked[:, 0].unbind(0))
 
     def _run(self, batch: Tensor, lengths: Tensor) -> Any:
         """The session on one padded batch -> the stacked hidden states (checked), within the timeout."""

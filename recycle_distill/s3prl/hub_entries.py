@@ -33,24 +33,27 @@ def load_upstream(
 ) -> StudentUpstream:
     """Build the ``family`` upstream from a path or URL (``refresh`` re-downloads URLs).
 
-    Without ``ckpt`` the family's ``default_release`` is fetched from the Hub.
+    Without ``ckpt`` the family's ``default_release`` is fetched from the Hub (offline:
+    :class:`~recycle_distill.checkpoint.fetch.ReleaseUnavailable` at once, naming the ways on).
     """
     refresh = check_bool(refresh, "refresh")
     if ckpt is None:
         if default_release is None:
             raise ValueError(f"{plain(family, 100)}: no checkpoint given (-k / ckpt=) and none is published on the Hub")
-        return load_released(default_release, model_config, refresh, **overrides)
+        return load_released(default_release, model_config, refresh, default_of=family, **overrides)
     return StudentUpstream(fetch_checkpoint(ckpt, refresh), model_config, family=family, **overrides)
 
 
 def load_released(
-    name: str, model_config: Optional[ConfigSource] = None, refresh: bool = False, **overrides: Any
+    name: str, model_config: Optional[ConfigSource] = None, refresh: bool = False,
+    default_of: Optional[str] = None, **overrides: Any
 ) -> StudentUpstream:
-    """A published checkpoint by entry name (a row of :data:`recycle_distill.families.RELEASES`)."""
+    """A published checkpoint by entry name (a row of :data:`recycle_distill.families.RELEASES`);
+    ``default_of``: the family entry that loads it for want of a checkpoint (for the offline message)."""
     refresh = check_bool(refresh, "refresh")
     overrides.pop("ckpt", None)
     entry = families.RELEASES[name]
-    path = released_checkpoint(name, refresh)
+    path = released_checkpoint(name, refresh, default_of)
     return StudentUpstream(path, model_config or entry.preset, family=entry.family, **overrides)
 
 
@@ -62,14 +65,17 @@ def load_onnx_upstream(
     dtype: Optional[str] = None,
     timeout: Optional[float] = None,
     allow_any_graph: bool = False,
+    chunk_seconds: Optional[float] = None,
+    overlap_seconds: Optional[float] = None,
     **ignored: Any,
 ) -> Any:
     """The ``family`` upstream over an exported ``.onnx`` file (path or URL), run in ONNX Runtime.
 
     S3PRL passes ``model_config`` (meaningless here: the graph is the architecture) and
     ``refresh``; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's);
-    ``dtype``, when given, must be the precision the file was exported in; ``timeout`` and
-    ``allow_any_graph`` are :class:`~recycle_distill.inference.onnx_runtime.OnnxStudentUpstream`'s.
+    ``dtype``, when given, must be the precision the file was exported in; ``timeout``,
+    ``allow_any_graph``, ``chunk_seconds`` and ``overlap_seconds`` are
+    :class:`~recycle_distill.inference.onnx_runtime.OnnxStudentUpstream`'s.
     """
     from recycle_distill.inference.onnx_runtime import OnnxStudentUpstream
 
@@ -79,13 +85,18 @@ def load_onnx_upstream(
         names = plain(", ".join(sorted(map(str, ignored))), 200)
         raise TypeError(f"{plain(family, 100)}_onnx: unexpected options {names} "
                         f"(the exported graph fixes the architecture and precision)")
+    from recycle_distill.inference.onnx_export import ONNX_DTYPES
     from recycle_distill.inference.precision import parse_precision
 
     wanted = None if dtype is None else parse_precision(dtype)
     upstream = OnnxStudentUpstream(fetch_checkpoint(ckpt, refresh), family, threads=threads, timeout=timeout,
-                                   allow_any_graph=allow_any_graph)
+                                   allow_any_graph=allow_any_graph, chunk_seconds=chunk_seconds,
+                                   overlap_seconds=overlap_seconds)
     if wanted is not None and wanted != upstream.dtype:
-        raise ValueError(f"{plain(upstream.path)}: exported in {upstream.dtype}; dtype={short_repr(dtype)} "
-                         f"cannot change an ONNX "
-                         f"file (export it again with --dtype {wanted})")
+        problem = (f"{plain(upstream.path)}: exported in {upstream.dtype}; dtype={short_repr(dtype)} "
+                   f"cannot change an ONNX file")
+        if wanted not in ONNX_DTYPES:  # export refuses it too: point at the PyTorch entry instead
+            raise ValueError(f"{problem}, and ONNX files are {' or '.join(ONNX_DTYPES)}; for {wanted} load the "
+                             f"PyTorch entry '{plain(family, 100)}' with dtype='{wanted}'")
+        raise ValueError(f"{problem} (export it again with --dtype {wanted})")
     return upstream

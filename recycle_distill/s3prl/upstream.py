@@ -13,6 +13,7 @@ from recycle_distill.students.build import ConfigSource
 from recycle_distill.checkpoint import load_student
 from recycle_distill.s3prl.compat import apply_compat
 from recycle_distill.inference import compute_dtype, convert_precision, parse_precision
+from recycle_distill.inference.chunked import chunk_settings, run_chunked_batch
 from recycle_distill.students.waveforms import validate_waveforms
 from recycle_distill.students.blocks.masks import pad_waveforms
 from recycle_distill.util.options import check_bool
@@ -38,6 +39,11 @@ class StudentUpstream(nn.Module):
             :func:`recycle_distill.inference.optimize_for_inference`).
         optimize: build with the CPU inference blocks (default); False builds the plain blocks.
         output_dtype: dtype of the returned hidden states (``fp32`` unless asked).
+        chunk_seconds: compute each recording in windows that keep this many seconds each
+            (None: the whole recording at once). For unbounded inputs; memory is one window's.
+        overlap_seconds: with ``chunk_seconds``, the context each window adds on both sides and
+            drops (default 0). See :mod:`recycle_distill.inference.chunked` and
+            docs/inference.md, "Long recordings", for the deviation from full context.
         overrides: distiller keys such as ``reference_batched_reuse=True`` or
             ``per_utterance_cnn=True``.
     """
@@ -52,10 +58,13 @@ class StudentUpstream(nn.Module):
         dtype: Union[str, torch.dtype, None] = "fp32",
         optimize: bool = True,
         output_dtype: Union[str, torch.dtype, None] = "fp32",
+        chunk_seconds: Optional[float] = None,
+        overlap_seconds: Optional[float] = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
         optimize = check_bool(optimize, "optimize")
+        self.chunking = chunk_settings(chunk_seconds, overlap_seconds)
         # Our entry points make s3prl importable on torchaudio >= 2.9 (no-op otherwise), so
         # S3PRL's Featurizer and downstreams work on what this returns.
         apply_compat()
@@ -86,7 +95,20 @@ class StudentUpstream(nn.Module):
         """
         validate_waveforms(wavs, self.model.receptive_field)
         dtype = compute_dtype(self.precision)
-        batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
-        output = self.model(batch, lengths)
-        hidden_states = list(output.hidden_states)
+        if self.chunking is not None:
+            hidden_states = self._chunked([wave.to(dtype) for wave in wavs])
+        else:
+            batch, lengths = pad_waveforms([wave.to(dtype) for wave in wavs])
+            hidden_states = list(self.model(batch, lengths).hidden_states)
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
+
+    def _chunked(self, wavs: list[Tensor]) -> list[Tensor]:
+        """Each (S_b,) recording in windows (``chunk_seconds``), then padded into N (B, T, D)."""
+        model = self.model
+
+        def run_window(window: Tensor) -> list[Tensor]:  # (S_w,) -> N x (T_w, D)
+            states = model(window[None], torch.tensor([window.numel()], device=window.device)).hidden_states
+            return [state[0] for state in states]
+
+        frames = [int(count) for count in model.frame_lengths(torch.tensor([wave.numel() for wave in wavs]))]
+        return run_chunked_batch(run_window, wavs, frames, model.downsample_rate, model.receptive_field, self.chunking)

@@ -11,6 +11,7 @@ from recycle_distill import families
 from recycle_distill.students.config import ConfigError, StudentConfig, load_config_dict
 from recycle_distill.students import FAMILIES, StudentModel
 from recycle_distill.students.blocks.table import PLAIN, BlockTable
+from recycle_distill.students.blocks.map_free import MAP_FREE_BLOCKS
 from recycle_distill.inference.blocks.table import FAST_BLOCKS
 from recycle_distill.util.messages import short_repr
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_student", "list_presets", "resolve_config", "infer_family", "preset_path", "block_table", "BLOCKS"]
 
 # The block choices of build_student / load_student (see block_table).
-BLOCKS = ("plain", "fast")
+BLOCKS = ("plain", "fast", "map_free")
 
 ConfigSource = Union[str, os.PathLike, Mapping[str, Any], StudentConfig]
 
@@ -99,7 +100,9 @@ def build_student(
         family: ``armhubert``, ``maskhubert``, ``starhubert`` or ``fithubert``; inferred when None.
         blocks: ``"plain"`` (one code path each; training, export) or ``"fast"`` (the CPU
             inference blocks of :mod:`recycle_distill.inference.blocks`; same parameters and
-            state dict). See :func:`block_table`.
+            state dict) or ``"map_free"`` (reuse layers recompute the attention map block by
+            block instead of storing it: memory linear in length, training included). See
+            :func:`block_table`.
         overrides: distiller keys to replace, e.g. ``reference_batched_reuse=True``.
     """
     table = block_table(blocks)
@@ -114,10 +117,16 @@ def block_table(blocks: str) -> BlockTable:
 
     ``"plain"``: the plain blocks. ``"fast"``: the fast CPU inference blocks (the table
     ``FAST_BLOCKS``): the model computes exactly what ``optimize_for_inference`` makes of the
-    plain one, with nothing converted afterwards but the precision.
+    plain one, with nothing converted afterwards but the precision. ``"map_free"``: a full layer
+    hands its queries and keys, not its (B, H, T, T) map, to the layer that reuses it, which
+    recomputes the map block by block, forward and backward (the table ``MAP_FREE_BLOCKS``,
+    :mod:`recycle_distill.students.blocks.map_free`); the fast blocks do this by themselves past
+    ``MAP_FREE_FROM_BYTES`` of map.
     """
     if blocks == "plain":
         return PLAIN
     if blocks == "fast":
         return FAST_BLOCKS
+    if blocks == "map_free":
+        return MAP_FREE_BLOCKS
     raise ValueError(f"blocks: expected one of {', '.join(BLOCKS)}, got {short_repr(blocks)}")

@@ -14,6 +14,7 @@ from recycle_distill.util.lazy import lazy_attributes
 _LAZY = {
     "TrainConfig": ".config",
     "config_help": ".config",
+    "list_examples": ".config",
     "list_recipes": ".config",
     "load_train_config": ".config",
     "Trainer": ".trainer",

@@ -29,7 +29,7 @@ from recycle_distill.util.safe_yaml import safe_load_bounded
 logger = logging.getLogger(__name__)
 
 
-__all__ = ["TrainConfig", "load_train_config", "list_recipes", "recipe_path", "config_help"]
+__all__ = ["TrainConfig", "load_train_config", "list_recipes", "list_examples", "recipe_path", "config_help"]
 
 
 def _or_list(names: Sequence[str]) -> str:
@@ -86,7 +86,9 @@ class TrainSection:
     monitor_losses: bool = _key(True, "log every loss term (always on)")
     rec_loss_weight: float = _key(1.0, "weight of the last (reconstruction) layer")
     rec_loss_type: str = _key("mse", "only mse")
-    distil_random_layer: int = _key(11, "how many lower layers are hint layers (a random subset, resampled per epoch)")
+    distil_random_layer: Optional[int] = _key(None, "how many lower layers are hint layers (a random subset, resampled "
+                                                    "per epoch); default: every layer below the last "
+                                                    "(distiller.encoder_layers - 1: 11 for 12 layers, 3 for 4)")
     random_layer_weight: float = _key(0.1, "weight of each hint layer")
     delete_projections: bool = _key(False, "export without prediction heads (FitHuBERT keeps the last)")
     specaug: bool = _key(False, "reference key; SpecAugment on student input is not supported (must be false)")
@@ -109,6 +111,10 @@ class TrainSection:
     device: str = _key("auto", "auto, cpu, cuda or cuda:N")
     deterministic: bool = _key(False, "torch.use_deterministic_algorithms(True)")
     init_student: Optional[str] = _key(None, "initialise the student from this checkpoint (weights only)")
+    blocks: str = _key("map_free", "map_free: a layer that reuses its predecessor's attention recomputes the map "
+                                   "block by block, forward and backward (memory linear in length); plain: it "
+                                   "keeps the (heads, T, T) map, as the original code does (same results within "
+                                   "float rounding; dropout draws differ)")
     max_bad_steps: int = _key(5, "stop with an error after this many optimizer steps in a row are skipped "
                                  "for a non-finite loss or gradient")
 
@@ -177,21 +183,33 @@ class TrainConfig:
         return data
 
 
+def _shipped(folder: str) -> list[str]:
+    entries = (resources.files("recycle_distill.training") / folder).iterdir()
+    return sorted(entry.name[:-5] for entry in entries if entry.name.endswith(".yaml"))
+
+
 def list_recipes() -> list[str]:
     """The shipped recipes (published students with the reference hyper-parameters)."""
-    folder = resources.files("recycle_distill.training") / "recipes"
-    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return _shipped("recipes")
+
+
+def list_examples() -> list[str]:
+    """The shipped example runs (``examples/``: tiny, minutes on a CPU; see :mod:`recycle_distill.training.example`)."""
+    return _shipped("examples")
 
 
 def recipe_path(name: str) -> str:
-    return str(resources.files("recycle_distill.training") / "recipes" / f"{name}.yaml")
+    """The YAML of a shipped recipe or example run."""
+    folder = "examples" if name in list_examples() else "recipes"
+    return str(resources.files("recycle_distill.training") / folder / f"{name}.yaml")
 
 
 def load_train_config(
     source: Union[str, os.PathLike, Mapping[str, Any]], overrides: Sequence[str] = ()
 ) -> TrainConfig:
-    """Read a training YAML (path, recipe name or dict) and apply ``section.key=value`` overrides."""
-    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source) and str(source) in list_recipes():
+    """Read a training YAML (path, recipe or example name, or dict) and apply ``section.key=value`` overrides."""
+    if (isinstance(source, (str, os.PathLike)) and not os.path.exists(source)
+            and str(source) in list_recipes() + list_examples()):
         source = recipe_path(str(source))
     data, where = load_config_dict(source)
     data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in data.items()}
@@ -205,6 +223,8 @@ def load_train_config(
         raise ConfigError(f"{where}: no 'distiller' section (the student architecture)")
     student, family = resolve_config({"distiller": data["distiller"], **({"family": data["family"]} if "family" in data else {})})
     config = TrainConfig(**sections, student=student, family=family, source=where, raw_distiller=dict(data["distiller"]))
+    if config.train.distil_random_layer is None:  # follows the student: every layer below its last
+        config.train.distil_random_layer = student.encoder_layers - 1
     _check(config)
     return config
 
@@ -328,6 +348,8 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("train.mask_prob_schedule: mask-probability schedules are not supported")
     if train.rec_loss_type != "mse":
         raise ConfigError(f"train.rec_loss_type: only 'mse' is supported, got {short_repr(train.rec_loss_type)}")
+    if config.train.blocks not in ("map_free", "plain"):
+        raise ConfigError(f"train.blocks: map_free or plain, got {short_repr(config.train.blocks)}")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision: fp32, bf16 or fp16, got {short_repr(config.precision)}")
     if config.objective not in families.OBJECTIVES:

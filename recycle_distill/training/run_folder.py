@@ -1,7 +1,8 @@
 """Recognise a training run's output folder: what ``--overwrite`` may move aside.
 
 A run folder holds only what :class:`~recycle_distill.training.trainer.Trainer` writes there:
-``config.json`` (our sections), ``metrics.jsonl``, ``student.safetensors``, ``checkpoints/``
+``config.json`` (our sections), ``metrics.jsonl``, ``validation.jsonl``, ``loss.svg``,
+``student.safetensors``, ``checkpoints/``
 (``step-*.pt``, ``best.pt``), ``tensorboard/`` (event files), ``manifests/`` (scan caches),
 and the ``.tmp-*`` files a killed write leaves. Anything else (a project with ``src/``, a
 ``config.json`` of another program) means the folder is not ours, and it is left alone.
@@ -21,7 +22,7 @@ _FOLDERS = {
     "tensorboard": re.compile(r"events\.out\.tfevents\..*", re.DOTALL),
     "manifests": re.compile(r"([^/]+\.tsv|\.tmp-.*)", re.DOTALL),
 }
-_FILES = ("metrics.jsonl", "student.safetensors")
+_FILES = ("metrics.jsonl", "validation.jsonl", "loss.svg", "student.safetensors")
 _TEMP = re.compile(r"\.tmp-.*", re.DOTALL)
 _CONFIG_SECTIONS = {"teacher", "train", "optimizer", "data", "distiller", "family"}
 _MAX_CONFIG_BYTES = 10 * 2**20

@@ -152,8 +152,10 @@ def prune_checkpoints(folder: str, keep_last: int) -> None:
         os.remove(path)
 
 
-def export_student(path: str, model: torch.nn.Module, family: str, delete_projections: bool) -> str:
-    """Write the runtime's compact checkpoint (loads with the upstreams and torch.hub).
+def export_student(path: str, model: torch.nn.Module, family: str, delete_projections: bool,
+                   provenance: Optional[dict[str, Any]] = None) -> str:
+    """Write the runtime's compact checkpoint (loads with the upstreams and torch.hub), with the
+    run's ``provenance`` (:mod:`recycle_distill.training.provenance`) in its metadata.
 
     ``delete_projections`` drops the prediction heads the published model does not keep:
     FitHuBERT keeps only its last-layer head; other families keep no heads then.
@@ -173,7 +175,7 @@ def export_student(path: str, model: torch.nn.Module, family: str, delete_projec
             f"(first: {broken[0]}); the training diverged"
         )
     with _explain_full_disk(path):
-        save_compact(path, state, family, config)
+        save_compact(path, state, family, config, provenance=provenance)
     return path
 
 

@@ -8,13 +8,14 @@ or scheduler update, a warning); ``train.max_bad_steps`` such steps in a row sto
 Those guards live in :mod:`recycle_distill.training.step_guards`.
 Checkpoints are taken only between optimizer steps and hold everything random (RNG states,
 sampler position), so a run killed at any point and resumed from its last checkpoint
-repeats the lost work exactly.
+repeats the lost work exactly. Ctrl-C stops at the next step boundary with a checkpoint
+(:mod:`recycle_distill.training.interrupt`); saving, resuming and the export (with the run's
+provenance) are :class:`~recycle_distill.training.run_checkpoints.RunCheckpoints`'.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from recycle_distill.checkpoint import load_student as load_student_checkpoint
 from recycle_distill.training.data import AudioDataset, make_dataloader
 from recycle_distill.students import FAMILIES, StudentModel
+from recycle_distill.students.build import block_table
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 from recycle_distill.training.teacher import Teacher, load_teacher
 from recycle_distill.training.teacher.upstream_teacher import (
@@ -40,18 +42,13 @@ from recycle_distill.training.teacher.upstream_teacher import (
 from recycle_distill.training.config import TrainConfig
 from recycle_distill.training.manifests import build_manifests
 from recycle_distill.training.distributed import DistributedContext
+from recycle_distill.training.interrupt import StopRequest, ignore_sigint
+from recycle_distill.training.loss_plot import VALIDATION_FILE
+from recycle_distill.training.provenance import run_provenance
 from recycle_distill.training.objectives import build_objective
 from recycle_distill.training.optim import build_optimizer
 from recycle_distill.training.step_guards import NoUsableAudio, StepGuards, TrainingDiverged
-from recycle_distill.training.state import (
-    capture_rng,
-    export_student,
-    latest_checkpoint,
-    load_training_state,
-    prune_checkpoints,
-    restore_rng,
-    save_training_state,
-)
+from recycle_distill.training.run_checkpoints import RunCheckpoints
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +56,8 @@ __all__ = ["Trainer", "TrainingDiverged", "NoUsableAudio"]
 
 
 # StepGuards: the non-finite step check and skip, probe_data (--check), the empty-epoch refusal.
-class Trainer(StepGuards):
+# RunCheckpoints: save, resume, export.
+class Trainer(StepGuards, RunCheckpoints):
     """Distil ``config.student`` from ``config.teacher`` on ``config.data``."""
 
     def __init__(self, config: TrainConfig, check_only: bool = False) -> None:
@@ -93,10 +91,13 @@ class Trainer(StepGuards):
             logger.info("train.max_audio_seconds: utterances longer than %g s are read as a random %g s window "
                         "(set it to null for no limit); %d of %d in the manifest are longer",
                         train.max_audio_seconds, train.max_audio_seconds, longer, len(train_entries))
+        # What the export records: teacher (kind, name, sha256), data (folders, hours), objective, precision.
+        self.provenance = (run_provenance(config, self.teacher.kind, train_entries, self.precision)
+                           if self.dist.is_main and not check_only else None)
         self.train_set = AudioDataset(train_entries, max_samples=max_samples, random_crop=True, seed=train.seed)
         self.valid_set = AudioDataset(valid_entries, max_samples=max_samples, random_crop=False) if valid_entries else None
         loader_options = dict(num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
-                              generator=torch.Generator().manual_seed(train.seed))
+                              generator=torch.Generator().manual_seed(train.seed), worker_init_fn=ignore_sigint)
         self.train_loader = make_dataloader(self.train_set, train.batch_size, shuffle=True, seed=train.seed,
                                             num_replicas=self.dist.world_size, rank=self.dist.rank, **loader_options)
         self.valid_loader = (
@@ -122,6 +123,9 @@ class Trainer(StepGuards):
         self.epoch = 0
         self._epoch_done = True
         self._last_saved_step = -1
+        self._last_saved_path: Optional[str] = None
+        self.stop = StopRequest()  # Ctrl-C: stop at the next step boundary, saved
+        self.stopped = False
         self.best_valid = math.inf
         self.bad_steps = 0  # optimizer steps skipped in a row (non-finite loss or gradient)
         self.skipped_steps = 0  # in all, this process
@@ -133,9 +137,12 @@ class Trainer(StepGuards):
     def _build_student(self) -> StudentModel:
         config = self.config
         if config.train.init_student:
-            student = load_student_checkpoint(config.train.init_student, config.family, {"distiller": config.student.to_dict()})
+            student = load_student_checkpoint(config.train.init_student, config.family,
+                                              {"distiller": config.student.to_dict()}, blocks=config.train.blocks)
         else:
-            student = FAMILIES[config.family](config.student)
+            student = FAMILIES[config.family](config.student, blocks=block_table(config.train.blocks))
+        reusing = sum(type(module).__name__.startswith("MapFree") for module in student.modules())
+        logger.info("train.blocks %s: %d attention modules of the student are map-free", config.train.blocks, reusing)
         return student.to(self.device).train()
 
     def _check_dimensions(self) -> None:
@@ -185,6 +192,9 @@ class Trainer(StepGuards):
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps``; returns a summary (losses, export path).
 
+        Ctrl-C stops at the end of the optimizer step under way: the summary then has
+        ``interrupted: True`` and the ``checkpoint`` saved at that step, and nothing is exported.
+
         Raises:
             TrainingDiverged: ``train.max_bad_steps`` non-finite steps in a row.
             NoUsableAudio: a whole epoch gave no batch (every file read was skipped).
@@ -194,13 +204,17 @@ class Trainer(StepGuards):
         window = {"loss": 0.0, "utterances": 0, "started": time.perf_counter()}
         last_loss = math.nan
         try:
-            while self.step < self.total_steps:
-                last_loss = self._epoch(progress, window, last_loss)
+            with self.stop:
+                while self.step < self.total_steps and not self.stopped:
+                    last_loss = self._epoch(progress, window, last_loss)
             if self._last_saved_step != self.step:  # e.g. stopped mid-epoch at max_steps
                 self.save()
         finally:
             progress.close()  # before any error line, not after it
         self.train_set.log_skip_summary()
+        if self.stopped and self.step < self.total_steps:
+            return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": None,
+                    "interrupted": True, "checkpoint": self._last_saved_path}
         export = self.export()
         self.dist.barrier()
         return {"steps": self.step, "last_loss": last_loss, "best_valid": self.best_valid, "export": export}
@@ -237,7 +251,8 @@ class Trainer(StepGuards):
                     self.validate()
                 if self._periodic(train.save_every_steps):
                     self.save()
-                if self.step >= self.total_steps:
+                self.stopped = self.dist.any(self.stop.requested)  # every rank stops at the same step
+                if self.step >= self.total_steps or self.stopped:
                     return last_loss
         if from_start and not used:
             # Every batch came out empty: another epoch would too, for ever.
@@ -327,69 +342,16 @@ class Trainer(StepGuards):
         if self.dist.is_main:
             logger.info("step %d epoch %d | valid loss %.5f (best %.5f)%s | lr %.2e", self.step, self.epoch, loss,
                         self.best_valid, " *" if improved else "", self.scheduler.get_last_lr()[0])
+            with open(os.path.join(self.output_dir, VALIDATION_FILE), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": self.step, "epoch": self.epoch, "loss": loss, **terms}) + "\n")
+            self.plot()
             if self.writer is not None:
                 self.writer.add_scalar("valid/loss", loss, self.step)
                 for name, value in terms.items():
                     self.writer.add_scalar(f"valid/{name}", value, self.step)
             if improved:
-                save_training_state(self.checkpoint_dir, self.step, self._state(), name="best.pt")
+                self.save_best()
         return loss
-
-    # ------------------------------------------------------------------ state
-    def _state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            # Between epochs the next one starts from its beginning; inside one, at the next batch.
-            "data": None if self._epoch_done else self.train_loader.state_dict(),
-            "student": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
-            "best_valid": self.best_valid,
-            "bad_steps": self.bad_steps,
-            "family": self.config.family,
-            "config": self.config.to_dict(),
-        }
-
-    def save(self) -> Optional[str]:
-        self._last_saved_step = self.step
-        if not self.dist.is_main:
-            return None
-        path = save_training_state(self.checkpoint_dir, self.step, self._state())
-        prune_checkpoints(self.checkpoint_dir, self.config.train.keep_last)
-        logger.info("checkpoint %s", path)
-        return path
-
-    def _resume(self, checkpoint: str) -> None:
-        path = latest_checkpoint(self.checkpoint_dir) if checkpoint == "last" else checkpoint
-        if path is None:
-            logger.info("no checkpoint in %s: starting fresh", self.checkpoint_dir)
-            return
-        for stale in [] if self.check_only else glob.glob(os.path.join(self.checkpoint_dir, ".tmp-*")):
-            os.remove(stale)  # left by a write that was killed; the renamed files are intact (--check writes nothing)
-        state = load_training_state(path)
-        if state["family"] != self.config.family:
-            raise ValueError(f"{path}: a {state['family']} run, but this config trains {self.config.family}")
-        self.student.load_state_dict(state["student"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch, self.best_valid = int(state["step"]), int(state["epoch"]), float(state["best_valid"])
-        self.bad_steps = int(state.get("bad_steps", 0))
-        if state["data"] is not None:
-            self.train_loader.load_state_dict(state["data"])
-            self._epoch_done = False
-        restore_rng(state["rng"])
-        logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
-
-    def export(self) -> Optional[str]:
-        if not self.dist.is_main:
-            return None
-        path = os.path.join(self.output_dir, "student.safetensors")
-        export_student(path, self.student, self.config.family, self.config.train.delete_projections)
-        logger.info("exported the student to %s", path)
-        return path
 
 
 def _accumulate(sums: dict[str, torch.Tensor], result: Any, accumulate: int) -> None:

@@ -42,7 +42,7 @@ def _check(err, *starts):
     (lambda: preset_path(HOSTILE), "unknown preset 'x\\nERROR: fake", ConfigError),
     (lambda: resolve_config(HOSTILE), "'x\\nERROR: fake", ConfigError),
     (lambda: load_config_dict(HOSTILE), "config file not found: x\\nERROR: fake", ConfigError),
-    (lambda: block_table(HOSTILE), "blocks: expected one of plain, fast, got 'x\\nERROR: fake", ValueError),
+    (lambda: block_table(HOSTILE), "blocks: expected one of plain, fast, map_free, got 'x\\nERROR: fake", ValueError),
     (lambda: parse_precision(HOSTILE), "dtype: unsupported precision 'x\\nERROR: fake", ValueError),
     (lambda: load_student(HOSTILE, "armhubert"), "checkpoint not found: x\\nERROR: fake", CheckpointError),
     (lambda: fetch_checkpoint(HOSTILE), "checkpoint not found: x\\nERROR: fake", FileNotFoundError),

@@ -121,7 +121,9 @@ def test_english_four_configurations_on_armhubert(data):
     out = _run(_launcher("-m", "evaluate", "-e", str(expdir / f"states-{STEPS}.ckpt"), "-t", "test"), REPO)
     test = _metrics(out, "test")
     assert {"cer", "wer", "ce", "ctc", "quantity"} <= set(test)
-    assert (expdir / "test-hyp-0.txt").read_text().count("\n") == 2
+    # Named by the step the checkpoint was trained to (S3PRL hands -m evaluate step 0).
+    assert f"[cif_asr] test step {STEPS}: " in out
+    assert (expdir / f"test-hyp-{STEPS}.txt").read_text().count("\n") == 2
 
 
 @pytest.mark.s3prl  # also on the compat stack (through the launcher there); the English run stays on the default stack

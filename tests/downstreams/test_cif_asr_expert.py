@@ -152,3 +152,25 @@ def test_vocabulary_of_another_run_is_refused(corpus, tmp_path):
     root = make_librispeech_corpus(tmp_path / "LibriSpeech", texts)
     with pytest.raises(ValueError, match="another unit vocabulary"):
         DownstreamExpert(16, 320, _section(corpus, corpus__root=str(root)), str(tmp_path / "exp"))
+
+
+def test_evaluate_reports_the_checkpoints_step_and_error_rates_in_percent(corpus, tmp_path, capsys):
+    import argparse
+
+    states = tmp_path / "states-6.ckpt"
+    torch.save({"Args": argparse.Namespace(mode="train"), "Step": 6}, states)  # as S3PRL's runner saves it
+    with torch.serialization.safe_globals([argparse.Namespace]):  # what the runner allow-lists before
+        expert = DownstreamExpert(16, 320, _section(corpus), str(tmp_path / "exp"), mode="evaluate",
+                                  init_ckpt=str(states))
+    records = {"loss": [1.0], "ids": ["u1"], "hyp": ["four"], "ref": ["four four"]}
+    tb = FakeLogger()
+    expert.log_records("test", records=records, logger=tb, global_step=0)  # S3PRL's -m evaluate passes 0
+    line = capsys.readouterr().out.strip()
+    # One word of two missed: WER 50 %; four letters of eight: CER 50 % (S3PRL's asr prints percentages).
+    assert line == "[cif_asr] test step 6: loss 1.0000 cer 50.0000 wer 50.0000"
+    assert tb.scalars["cif_asr/test-wer"] == 50.0 and (tmp_path / "exp" / "test-hyp-6.txt").is_file()
+
+    training = DownstreamExpert(16, 320, _section(corpus), str(tmp_path / "exp"), mode="train", init_ckpt=str(states))
+    training.log_records("dev", records=dict(records), logger=FakeLogger(), global_step=8)
+    assert capsys.readouterr().out.startswith("[cif_asr] dev step 8: ")
+    assert float(training.best_error) == 0.5  # compared as a fraction, as checkpoints of earlier versions hold it

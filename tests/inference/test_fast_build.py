@@ -91,7 +91,7 @@ def test_the_fast_build_differs_from_the_plain_one_in_module_classes_only(family
 
 
 def test_an_unknown_block_choice_is_named_with_the_choices():
-    with pytest.raises(ValueError, match=r"^blocks: expected one of plain, fast, got 'quick'$"):
+    with pytest.raises(ValueError, match=r"^blocks: expected one of plain, fast, map_free, got 'quick'$"):
         build_student("armhubert", blocks="quick")
 
 

@@ -219,9 +219,18 @@ def test_onnx_hub_entry_dtype_is_the_export_precision(exported):
     # The shared precision vocabulary: aliases of the file's precision are accepted.
     for alias in ("fp32", "float32", torch.float32):
         assert entry(str(path), dtype=alias).dtype == "fp32"
-    with pytest.raises(ValueError, match=r"exported in fp32; dtype='bfloat16' cannot change an ONNX file "
-                                         r"\(export it again with --dtype bf16\)"):
+    # The hint names what works: bf16 is no ONNX precision (export refuses it), int8 is one.
+    with pytest.raises(ValueError) as err:
         entry(str(path), dtype="bfloat16")
+    assert str(err.value) == (f"{path}: exported in fp32; dtype='bfloat16' cannot change an ONNX file, and ONNX "
+                              f"files are fp32 or int8; for bf16 load the PyTorch entry 'maskhubert' with "
+                              f"dtype='bf16'")
+    with pytest.raises(ValueError, match=r"exported in fp32; dtype='int8' cannot change an ONNX file "
+                                         r"\(export it again with --dtype int8\)$") as err:
+        entry(str(path), dtype="int8")
+    from recycle_distill.cli.export import option_error
+
+    assert option_error("onnx", "int8") is None  # the hinted command is one export accepts
     with pytest.raises(ValueError, match=r"dtype: unsupported precision 'fp8'; choose one of fp32, bf16, int8"):
         entry(str(path), dtype="fp8")
 

@@ -189,8 +189,13 @@ def _fake_result(distilled_cka):
     }
     result.downstream_settings = {"folds": 2, "chance": 0.1, "clips": 4}
     result.profile = {"teacher": {"params": 100, "macs": 2e9, "rtf": 0.02},
-                      "student": {"params": 25, "macs": 5e8, "rtf": 0.005}, "seconds": 10.0, "threads": 2}
-    result.stage_seconds = {"corpus": 1.0}
+                      "student": {"params": 25, "macs": 5e8, "rtf": 0.005}, "seconds": 10.0, "threads": 2,
+                      "dtype": "float32"}
+    result.stage_seconds = {"corpus": 60.0, "distil": 90.0}
+    result.machine = {"cpu": "Some CPU", "cores": 2, "threads": 2, "torch": "2.8.0", "python": "3.11",
+                      "load_1min_at_start": 0.5}
+    result.loaded = {"torch_hub": "import torch\nupstream = None", "s3prl": "upstream = None",
+                     "s3prl_features": [[2, 50, 96]]}
     return result
 
 
@@ -213,6 +218,43 @@ def test_report_tables_and_verdicts(tmp_path, distilled_cka, verdict):
     assert differences["teacher − distilled student"] == ["+0.025", "0.025", "no"]
     assert "Here the validation loss rose from 1.000 (step 0) to 1.500 (step 1) while the training objective" in report
     assert "What a random teacher can and cannot show" in report
+    # What ran, and where: no stale promise, the machine and the time of this run.
+    assert "not yet merged" not in report
+    assert "both models in float32 as loaded" in report
+    assert "`recycle-distill profile s.safetensors --dtype bf16` (or `int8`)" in report
+    assert ("- this run: 2.5 min before this report (stage times at the end) on Some CPU, 2 logical cores "
+            "(torch: 2 threads), torch 2.8.0, 1-min load 0.5 at the start") in report
+
+
+@pytest.mark.slow  # two fresh interpreters, one importing S3PRL
+@pytest.mark.s3prl
+def test_the_reports_loading_lines_load_the_export_offline(tmp_path):
+    """The lines the report prints, copied into a fresh interpreter elsewhere, load the demo's
+    export (not a release: the Hub is offline) and give its hidden states."""
+    from helpers.tiny_students import tiny_config, tiny_student
+    from recycle_distill.checkpoint import save_compact
+    from recycle_distill.lab.demo.pipeline import REPO_ROOT, DemoOptions, hub_code, s3prl_code
+    from recycle_distill.lab.demo.report import write_report
+
+    export = tmp_path / "run" / "student.safetensors"
+    export.parent.mkdir()
+    save_compact(str(export), tiny_student("armhubert").state_dict(), "armhubert", tiny_config("armhubert"))
+    result = _fake_result([0.7, 0.8])
+    result.loaded = {"torch_hub": hub_code(REPO_ROOT, "armhubert", str(export)),
+                     "s3prl": s3prl_code("armhubert", str(export)), "s3prl_features": [[2, 50, 96]]}
+    write_report(tmp_path, DemoOptions(teacher_steps=0), result)
+    loading = (tmp_path / "report.md").read_text().split("## Loading the export", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", loading, flags=re.S)
+    assert len(blocks) == 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    check = "\nimport torch\nprint(len(upstream([torch.zeros(16000)])['hidden_states']))\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block + check], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, block + "\n" + done.stderr[-2000:]
+        assert done.stdout.split()[-1] == "4"  # the tiny student's four hidden states
 
 
 @pytest.mark.s3prl

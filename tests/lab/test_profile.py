@@ -20,7 +20,7 @@ from conftest import load_fixture
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Every benchmark script (b1_inference.py, b2_..., b4_train_step.py, ...).
 # B6's --quick run has its own test with checks of its output (tests/lab/test_b6_formats.py).
-CHECKED_ELSEWHERE = {"b6_formats.py"}
+CHECKED_ELSEWHERE = {"b6_formats.py", "b9_recognizer.py"}  # each has its own test of its --quick output
 BENCHMARKS = sorted(path.name for path in (ROOT / "benchmarks").glob("b[0-9]_*.py") if path.name not in CHECKED_ELSEWHERE)
 
 
@@ -145,6 +145,7 @@ def test_every_benchmark_is_collected():
     every = {path.name for path in (ROOT / "benchmarks").glob("b[0-9]_*.py")}
     assert every == set(BENCHMARKS) | CHECKED_ELSEWHERE
     assert '"b6_formats.py"), "--quick"' in (ROOT / "tests" / "lab" / "test_b6_formats.py").read_text()
+    assert '"b9_recognizer.py"), "--quick"' in (ROOT / "tests" / "lab" / "test_b9_recognizer.py").read_text()
 
 
 @pytest.mark.slow

@@ -209,6 +209,22 @@ def _loads_training_state(target: Path) -> None:
     assert load_training_state(str(target))["step"] == 7
 
 
+def _average_checkpoints(sources: Sources, target: Path, force: bool) -> Outcome:
+    from helpers.s3prl_checkpoints import write_experiment
+
+    folder = sources.folder / "experiment"
+    # Wide enough (about 700 kB) for the small-disk case to run out of room between two outputs.
+    paths = sorted(folder.glob("states-*.ckpt")) or write_experiment(folder, steps=(10, 20), width=20000)
+    return _cli("average-checkpoints", *paths, "-o", target, *_force(force))
+
+
+def _loads_average(target: Path) -> None:
+    from recycle_distill.checkpoint.safe_load import safe_torch_load
+    from recycle_distill.recognizer.average import RECORD
+
+    assert [item["step"] for item in safe_torch_load(target)[RECORD]] == [10, 20]
+
+
 # The table: one entry per way the package writes an output. Writers added elsewhere join by
 # appending entries here; every case below then runs against them too. (The cif-prepare feature
 # cache and patch_hub.py's edits of an S3PRL tree edit a folder in place rather than write one
@@ -256,6 +272,7 @@ WRITERS: list[Writer] = [
            _loads_onnx, _onnx_disk_full, needs=("onnx", "onnxruntime"), api=True),
     Writer("atomic_write", FILE, _atomic_write, _loads_payload, _atomic_disk_full, api=True),
     Writer("training-checkpoint", FILE, _training_state, _loads_training_state, _torch_save_disk_full, api=True),
+    Writer("average-checkpoints", FILE, _average_checkpoints, _loads_average, _torch_save_disk_full),
 ]
 
 

@@ -8,12 +8,14 @@ Two routes:
 2. our launcher (``python -m recycle_distill superb`` / ``recycle-distill superb``) on the
    pip-installed s3prl — marked ``s3prl`` so CI also runs it on the compat stack.
 
-Matrix: checkout SID/armhubert (+ launcher evaluate from the checkout), checkout ASR/maskhubert;
+Matrix: checkout SID/armhubert (+ launcher evaluate from the checkout), checkout SID/armhubert
+train, evaluate -e, resume -e and --revert through run_downstream.py alone, checkout ASR/maskhubert;
 launcher SID/starhubert (+ evaluate, resume), launcher ASR/armhubert with -f.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -113,6 +115,42 @@ def test_checkout_route_sid_armhubert_then_launcher_evaluate(checkout, data, tmp
     assert "test acc:" in result.stdout and "test at step 0:" in (expdir / "log.log").read_text()
     (row,) = read_s3prl_results([expdir])
     assert "SID" in row.values and "-m evaluate" in row.sources["SID"]
+
+
+def _tree_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` but what running S3PRL leaves (__pycache__, its voxceleb1 .cache)."""
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*"))
+            if path.is_file() and not {"__pycache__", ".cache"} & set(path.relative_to(root).parts)}
+
+
+@checkout_only
+def test_checkout_route_train_evaluate_resume_then_revert_is_byte_exact(data, tmp_path):
+    """The design card's route end to end through S3PRL's own run_downstream.py, no launcher: the
+    patch's allow-list in the runner lets torch's default weights-only loader read S3PRL's states."""
+    root = make_s3prl_checkout(tmp_path / "checkout")
+    before = _tree_files(root)
+    _run([sys.executable, str(REPO / "patch_hub.py"), str(root)], tmp_path)
+    scripts, expdir = root / "s3prl", tmp_path / "sid_arm"
+    _run([sys.executable, "run_downstream.py", "-m", "train", "-p", str(expdir), "-d", "voxceleb1",
+          *_upstream_args(data, "armhubert"), "--device", "cpu", "-o", sid_overrides(data["vox"])],
+         scripts, PYTHONPATH=str(root))
+    assert [p.name for p in _states(expdir)] == ["states-4.ckpt"]
+
+    result = _run([sys.executable, "run_downstream.py", "-m", "evaluate", "-e", str(expdir / "states-4.ckpt"),
+                   "--device", "cpu"], scripts, PYTHONPATH=str(root))
+    assert "test acc:" in result.stdout and "test at step 0:" in (expdir / "log.log").read_text()
+
+    _run([sys.executable, "run_downstream.py", "-m", "train", "-e", str(expdir / "states-4.ckpt"),
+          "--device", "cpu",
+          "-o", "config.runner.total_steps=6,,config.runner.save_step=6,,config.runner.eval_step=6"],
+         scripts, PYTHONPATH=str(root))
+    assert [p.name for p in _states(expdir)] == ["states-6.ckpt"]
+    with torch.serialization.safe_globals([argparse.Namespace]):  # what the patched runner allow-lists
+        resumed = torch.load(expdir / "states-6.ckpt", map_location="cpu")
+    assert resumed["Step"] == 6 and resumed["Args"].upstream == "armhubert"
+
+    _run([sys.executable, str(REPO / "patch_hub.py"), "--revert", str(root)], tmp_path)
+    assert _tree_files(root) == before
 
 
 @checkout_only

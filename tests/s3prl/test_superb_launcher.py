@@ -274,3 +274,19 @@ def test_s3prl_upstream_with_a_compact_file_alone(tmp_path):
     with torch.no_grad():
         hidden, _ = model(torch.stack([w[:11200] for w in fixture["wavs"]]), torch.LongTensor([11200, 11200]))
     assert hidden[0].shape == (2, 35, 96)
+
+
+def test_the_run_line_names_the_real_mode_and_only_an_evaluation_names_a_split(tmp_path):
+    from recycle_distill.s3prl.superb.launcher import HEADER, run_line
+    from recycle_distill.s3prl.superb.logs import parse_log
+
+    train = plan_launch(["-m", "train", "-p", "exp", "-d", "voxceleb1", "-t", "dev"], cuda_available=False,
+                        cwd=str(tmp_path))
+    evaluate = plan_launch(["-m", "evaluate", "-e", "exp/states-6.ckpt", "-t", "test-clean"], cuda_available=False)
+    assert run_line(train) == f"{HEADER} run: mode=train"
+    assert run_line(evaluate) == f"{HEADER} run: mode=evaluate split=test-clean"
+    # The log reader takes both back, and still reads the header of earlier versions.
+    log = tmp_path / "superb.log"
+    log.write_text(f"{run_line(train)}\ntest acc: 0.5\n{run_line(evaluate)}\ntest acc: 0.75\n"
+                   f"{HEADER} run: mode=train split=test\ntest acc: 0.25\n")
+    assert [(obs.mode, obs.value) for obs in parse_log(log)] == [("train", 0.5), ("evaluate", 0.75), ("train", 0.25)]

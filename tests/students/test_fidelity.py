@@ -21,7 +21,8 @@ def _no_grad():
 # Every comparison below takes ``fast_paths``: it runs on the plain blocks, on the inference
 # blocks (optimize_for_inference), and on those with their thresholds shrunk
 # (conftest.FAST_PATH_THRESHOLDS), so ~1 s fixtures take the row-blocked attention and the
-# per-utterance branches too.
+# per-utterance branches too. The hidden-state comparisons take ``any_blocks``: those three and
+# the map-free reuse blocks (conftest.any_blocks), which hand on queries and keys, not maps.
 
 GOLDEN = sorted(p.name for p in FIXTURES.glob("*golden_tiny_*.pt") if "masked" not in p.name)
 MASKED = sorted(p.name for p in FIXTURES.glob("*_masked.pt"))
@@ -60,29 +61,29 @@ def _check_against(output, reference: dict, what: str, family: str):
 
 @pytest.mark.parametrize("name", GOLDEN)
 @pytest.mark.parametrize("reference_batched_reuse", [False, True])
-def test_single_utterances_match_in_both_modes(name, reference_batched_reuse, fast_paths):
+def test_single_utterances_match_in_both_modes(name, reference_batched_reuse, any_blocks):
     fixture = load_fixture(name)
-    model = fast_paths(_model(fixture, fixture_family(name), reference_batched_reuse=reference_batched_reuse))
+    model = any_blocks(_model(fixture, fixture_family(name), reference_batched_reuse=reference_batched_reuse))
     for index, wave in enumerate(fixture["wavs"]):
         output = model(wave.unsqueeze(0), torch.tensor([wave.numel()]))
         _check_against(output, fixture["outputs"]["single"][index], f"{name} single[{index}]", fixture_family(name))
 
 
 @pytest.mark.parametrize("name", GOLDEN)
-def test_batched_outputs_match(name, fast_paths):
+def test_batched_outputs_match(name, any_blocks):
     """mask/star in default mode; ARMHuBERT in reference-pairing mode (docs/students.md §9)."""
     fixture = load_fixture(name)
     family = fixture_family(name)
-    model = fast_paths(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
+    model = any_blocks(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
     batch, lengths = pad_waveforms(fixture["wavs"])
     _check_against(model(batch, lengths), fixture["outputs"], f"{name} batch", family)
 
 
 @pytest.mark.parametrize("name", MASKED)
-def test_masked_forward_matches(name, fast_paths):
+def test_masked_forward_matches(name, any_blocks):
     fixture = load_fixture(name)
     family = fixture_family(name)
-    model = fast_paths(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
+    model = any_blocks(_model(fixture, family, reference_batched_reuse=family == "armhubert"))
     batch, lengths = pad_waveforms(fixture["wavs"])
     reference = fixture["outputs_masked"]
     output = model(batch, lengths, mask_indices=reference["mask_indices"])
@@ -121,27 +122,27 @@ def test_reference_pairing_is_the_documented_permutation():
     assert torch.equal(reference_pairing(probs[:1]), probs[:1])
 
 
-def test_default_pairing_keeps_utterances_independent(fast_paths):
+def test_default_pairing_keeps_utterances_independent(any_blocks):
     """The longest (unpadded) item of a batch equals its single run only with correct pairing."""
     fixture = load_fixture("golden_tiny_armhubert.pt")
     batch, lengths = pad_waveforms(fixture["wavs"])
     single = fixture["outputs"]["single"][0]["last_hidden_state"][0]
-    ours = fast_paths(_model(fixture, "armhubert"))(batch, lengths).last_hidden_state[0]
+    ours = any_blocks(_model(fixture, "armhubert"))(batch, lengths).last_hidden_state[0]
     _assert_close(ours, single, "default-mode batch item 0")
-    reference_mode = fast_paths(_model(fixture, "armhubert", reference_batched_reuse=True))(batch, lengths).last_hidden_state[0]
+    reference_mode = any_blocks(_model(fixture, "armhubert", reference_batched_reuse=True))(batch, lengths).last_hidden_state[0]
     assert (reference_mode - single).abs().max() > 2 * ATOL  # small: reused maps are near-uniform
 
 
 @pytest.mark.parametrize("family", ["armhubert", "maskhubert", "starhubert"])
-def test_per_utterance_cnn_makes_batched_equal_single(family, fast_paths):
+def test_per_utterance_cnn_makes_batched_equal_single(family, any_blocks):
     fixture = load_fixture(f"golden_tiny_{family}.pt")
-    model = fast_paths(_model(fixture, family, per_utterance_cnn=True))
+    model = any_blocks(_model(fixture, family, per_utterance_cnn=True))
     batch, lengths = pad_waveforms(fixture["wavs"])
     output = model(batch, lengths)
     frames = int(model.frame_lengths(lengths)[1])
     single = fixture["outputs"]["single"][1]["hidden_states"][-1][0]
     _assert_close(output.last_hidden_state[1, :frames], single[:frames], "per-utterance CNN item 1")
-    default = fast_paths(_model(fixture, family))(batch, lengths).last_hidden_state[1, :frames]
+    default = any_blocks(_model(fixture, family))(batch, lengths).last_hidden_state[1, :frames]
     assert (default - single[:frames]).abs().max() > 1e-4  # the GroupNorm-over-padding effect is real
 
 

@@ -11,8 +11,12 @@ the weights and ``F_t`` the number of firings up to frame ``t``, the leftover we
 the one-firing-per-frame rule is the recurrence ``F_t = min(D_t, F_{t-1} + 1)``, whose solution
 is ``F_t = t + min(1, min_{k<=t} (D_k - k))``: a cumulative minimum. Each frame then gives its
 weight to at most two integrations (the one it completes and the one it starts), which two
-``index_add`` calls collect. Decisions use float64 running sums, so they follow real
-arithmetic; the thresholds are first rounded to float32 as the original compares them.
+``index_add`` calls collect. Decisions follow the original's float32 loop (``docs/cif.md``
+section 1): the running sums are float64 (exact for float32 weights) and each decision compares
+the float32 rounding of the exact value with the float32-rounded threshold; an utterance with a
+value within the loop's possible rounding error of a threshold (an exact float32 tie such as
+0.2 + 0.25 = 0.45 at a 0.45 tail threshold) is decided by the loop itself
+(:mod:`.firing_rule`), over that utterance alone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from recycle_distill.downstreams.cif_asr.firing_rule import rounding_bound, sequential_firings
 
 __all__ = ["CifOutput", "CifWeightPredictor", "continuous_integrate_and_fire"]
 
@@ -60,6 +66,12 @@ def _as_float32(value: float) -> float:
 def _firing_counts(cumulative: torch.Tensor, threshold: float) -> torch.Tensor:
     """Running firing count ``F_t`` from the running weight sum ``S_t``.
 
+    The ``k``-th firing is reached at frame ``t`` when ``float32(S_t - (k - 1)) >= threshold``
+    (the original compares its float32 accumulator). In real arithmetic that is
+    ``k <= floor(S_t - threshold) + 1``; rounding to float32 can only lift a value just below the
+    threshold onto it, so at most one more firing is reached
+    (:func:`.firing_rule.closed_form_counts` states the same rule in NumPy).
+
     Args:
         cumulative: (B, T) float64 running sums of non-negative weights.
         threshold: the float32-rounded firing threshold.
@@ -68,10 +80,51 @@ def _firing_counts(cumulative: torch.Tensor, threshold: float) -> torch.Tensor:
         (B, T) int64: firings made up to and including each frame.
     """
     unconstrained = torch.floor(cumulative - threshold).to(torch.int64) + 1
+    # The next firing's value S_t - D_t is below the threshold in real arithmetic; a float32 tie reaches it.
+    unconstrained = unconstrained + ((cumulative - unconstrained).to(torch.float32) >= threshold).to(torch.int64)
     unconstrained = unconstrained.clamp_min(0)
     frames = torch.arange(cumulative.shape[1], device=cumulative.device)
     slack = torch.cummin(unconstrained - frames, dim=1).values
     return frames + torch.clamp(slack, max=1)
+
+
+def _settle_near_ties(alpha: torch.Tensor, cumulative: torch.Tensor, fires: torch.Tensor, processed: torch.Tensor,
+                      last_frame: torch.Tensor, threshold: float,
+                      tail_threshold: Optional[float]) -> tuple[torch.Tensor, dict[int, bool]]:
+    """The loop's decisions for the utterances the closed form cannot settle.
+
+    An utterance is unsettled when a running value ``S_t - F_{t-1}`` (or, with a tail, the
+    leftover) lies within :func:`.firing_rule.rounding_bound` of its threshold; its firing
+    counts are then replaced by :func:`.firing_rule.sequential_firings` over its processed
+    frames (the same test as :func:`.firing_rule.firing_decisions`).
+
+    Args:
+        alpha: (B, T) weights; cumulative: (B, T) float64 running sums; fires: (B, T) counts.
+        processed: (B, T) bool, the frames the original processes; last_frame: (B,) the last of them.
+
+    Returns:
+        ((B, T) counts, {row: tail emitted} for the rows decided by the loop).
+    """
+    frames = torch.arange(alpha.shape[1], device=alpha.device, dtype=torch.float64).unsqueeze(0)
+    alpha_max = alpha.detach().to(torch.float64).masked_fill(~processed, 0.0).amax(dim=1, keepdim=True)
+    previous = F.pad(fires, (1, 0))[:, :-1]
+    bound = rounding_bound(frames, previous.to(torch.float64), alpha_max)  # (B, T)
+    near = ((cumulative - previous - _as_float32(threshold)).abs() <= bound) & processed
+    unsettled = near.any(dim=1)
+    if tail_threshold is not None:
+        last = last_frame.unsqueeze(1)
+        leftover = (cumulative.gather(1, last) - fires.gather(1, last)).squeeze(1)
+        unsettled |= (leftover - _as_float32(tail_threshold)).abs() <= bound.gather(1, last).squeeze(1)
+    if not bool(unsettled.any()):
+        return fires, {}
+    fires, tails = fires.clone(), {}
+    for row in torch.nonzero(unsettled).flatten().tolist():
+        count = int(last_frame[row]) + 1
+        counts, tails[row] = sequential_firings(alpha[row, :count].detach().float().cpu().numpy(), threshold,
+                                                tail_threshold)
+        fires[row, :count] = torch.from_numpy(counts).to(fires.device)
+        fires[row, count:] = int(counts[-1])  # unprocessed frames give nothing; keep their rows in range
+    return fires, tails
 
 
 def continuous_integrate_and_fire(
@@ -130,6 +183,8 @@ def continuous_integrate_and_fire(
     cumulative = torch.cumsum(weights, dim=1)
     with torch.no_grad():
         fires = _firing_counts(cumulative.detach(), _as_float32(threshold))
+        fires, loop_tails = _settle_near_ties(alpha, cumulative.detach(), fires, processed, last_frame, threshold,
+                                              tail_threshold if with_tail else None)
     previous_fires = F.pad(fires, (1, 0))[:, :-1]
     previous_cumulative = F.pad(cumulative, (1, 0))[:, :-1]
     fired_here = fires > previous_fires
@@ -155,7 +210,11 @@ def continuous_integrate_and_fire(
     if with_tail:
         leftover = cumulative.gather(1, last_frame.unsqueeze(1)).squeeze(1) - counts.to(torch.float64)
         reaches_tail = num_valid < frames  # legacy: only utterances with a padded frame
-        emit = reaches_tail & (leftover > _as_float32(tail_threshold))
+        # Compared as the original's float32 leftover: 0.2 + 0.25 is exactly float32(0.45), not above it.
+        above = leftover.detach().to(torch.float32) > _as_float32(tail_threshold)
+        for row, tail in loop_tails.items():
+            above[row] = tail
+        emit = reaches_tail & above
         scale = torch.where(emit, 1.0 / (leftover + _TAIL_EPS), torch.zeros_like(leftover)).to(hidden.dtype)
         open_rows = counts.unsqueeze(1)
         rescaled = integrated.gather(1, open_rows.unsqueeze(-1).expand(-1, -1, channels)) * scale.view(-1, 1, 1)

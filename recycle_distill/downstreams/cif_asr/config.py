@@ -7,7 +7,8 @@ Two groups of sections:
   ``docs/cif.md`` is a key, with the published CIF-HieraDist values as defaults (adapted to sit on
   an S3PRL featurizer: a Linear then three 2-layer Conformer stacks). The loss defaults are plain
   CIF (ACD and LRD off); the paper's HieraDist sets ``acd: 1.0, lrd: 0.01``;
-* the expert's ``corpus`` / ``lm`` / ``data`` (:class:`ExpertSettings`, which holds all six).
+* the expert's ``corpus`` / ``lm`` / ``data`` / ``spec_augment`` (:class:`ExpertSettings`, which
+  holds all seven).
 
 Every value is checked with the package's one config checker
 (:mod:`recycle_distill.util.config_check`): an unknown key names the closest valid one, a number
@@ -25,7 +26,7 @@ from recycle_distill.util.config_check import ConfigError, Range, check_known, i
 __all__ = [
     "CORPORA", "DEFAULT_LANGUAGE", "UNIT_ERRORS", "CifAsrConfig", "CifConfigError", "ConfigError",
     "CorpusSettings", "DataSettings", "DecodeConfig", "ExpertSettings", "LanguageModelSettings",
-    "LossConfig", "ModelConfig",
+    "LossConfig", "ModelConfig", "SpecAugmentSettings",
 ]
 
 CifConfigError = ConfigError  # the name this module's error had; the same class
@@ -316,10 +317,45 @@ class DataSettings:
 
     def check(self, section: str) -> None:
         _positive_int(self, section, "batch_size", "eval_batch_size")
-        _numbers(self, section, ("num_workers",), "an integer >= 0", integer=True, within=Range(0))
+        _numbers(self, section, ("num_workers", "seed"), "an integer >= 0", integer=True, within=Range(0))
         if self.max_seconds is not None:
             _numbers(self, section, ("max_seconds",), "null or a number of seconds > 0",
                      within=Range(0.0, low_closed=False))
+
+
+@dataclass
+class SpecAugmentSettings:
+    """SpecAugment's masks on the recognizer's input features, in training only (off by default).
+
+    Widths are in the original's units, an ``reference_dim``-channel fbank at ``reference_frame_ms``
+    frames (80, 10 ms), and :mod:`.spec_augment` scales them to the features fed (``D`` channels
+    at the upstream's frame period ``P`` ms): ``round(freq_width * D / reference_dim)`` channels,
+    ``round(time_width * reference_frame_ms / P)`` frames.
+
+    Attributes:
+        enabled: apply the masks to training batches (never to dev/test).
+        freq_masks, freq_width: masks per utterance across the feature channels, and the widest.
+        time_masks, time_width: masks per utterance across its frames, and the widest.
+        max_time_ratio: a time mask covers at most this fraction of the utterance (1.0: no cap).
+    """
+
+    enabled: bool = False
+    freq_masks: int = 2
+    freq_width: int = 27
+    time_masks: int = 2
+    time_width: int = 50
+    reference_dim: int = 80
+    reference_frame_ms: float = 10.0
+    max_time_ratio: float = 1.0
+
+    def check(self, section: str) -> None:
+        _require(isinstance(self.enabled, bool), section, "enabled", self.enabled, "true or false")
+        _numbers(self, section, ("freq_masks", "freq_width", "time_masks", "time_width"), "an integer >= 0",
+                 integer=True, within=Range(0))
+        _positive_int(self, section, "reference_dim")
+        _numbers(self, section, ("reference_frame_ms",), "a number of milliseconds > 0",
+                 within=Range(0.0, low_closed=False))
+        _numbers(self, section, ("max_time_ratio",), "a number in (0, 1]", within=Range(0.0, 1.0, low_closed=False))
 
 
 @dataclass
@@ -330,8 +366,9 @@ class ExpertSettings:
     lm: LanguageModelSettings
     data: DataSettings
     recognizer: CifAsrConfig
+    spec_augment: SpecAugmentSettings = field(default_factory=SpecAugmentSettings)
 
-    SECTIONS = ("corpus", "lm", "data", *CifAsrConfig.SECTIONS)
+    SECTIONS = ("corpus", "lm", "data", "spec_augment", *CifAsrConfig.SECTIONS)
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "ExpertSettings":
@@ -343,4 +380,5 @@ class ExpertSettings:
             lm=_build(LanguageModelSettings, f"{prefix}.lm", data.get("lm")),
             data=_build(DataSettings, f"{prefix}.data", data.get("data")),
             recognizer=CifAsrConfig.from_dict({k: data[k] for k in CifAsrConfig.SECTIONS if k in data}),
+            spec_augment=_build(SpecAugmentSettings, f"{prefix}.spec_augment", data.get("spec_augment")),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +28,7 @@ from recycle_distill.downstreams.cif_asr.lm_teacher import (
 )
 from recycle_distill.downstreams.cif_asr.metrics import character_error_rate, word_error_rate
 from recycle_distill.downstreams.cif_asr.model import CifRecognizer
+from recycle_distill.downstreams.cif_asr.spec_augment import SpecAugment
 from recycle_distill.downstreams.cif_asr.text import BLANK, BOS, EOS, PAD, UnitVocabulary
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,11 @@ class DownstreamExpert(nn.Module):
         self.model = CifRecognizer(self.settings.recognizer.model, loss_cfg, upstream_dim, upstream_rate,
                                    len(self.vocab), lm_dim, blank=BLANK, pad=PAD, bos=BOS, eos=EOS)
         self.generator = torch.Generator().manual_seed(self.settings.data.seed)
+        # S3PRL's -m evaluate hands log_records global_step 0; the report names the step the
+        # evaluated checkpoint was trained to instead.
+        self.evaluated_step = checkpoint_step(kwargs.get("init_ckpt")) if kwargs.get("mode") == "evaluate" else None
+        augment = self.settings.spec_augment
+        self.spec_augment = SpecAugment(augment, upstream_dim, upstream_rate) if augment.enabled else None
         logger.info("cif_asr: %d units (%s), %s; ACD %.3g, LRD %.3g; teacher vectors %s", len(self.vocab),
                     self.language, {s: len(p) for s, p in self.prepared.items()}, loss_cfg.acd, loss_cfg.lrd,
                     "from " + str(lm.feature_cache) if self.cache else ("on the fly" if self._teacher else "unused"))
@@ -130,12 +137,15 @@ class DownstreamExpert(nn.Module):
     def forward(self, split: str, features: list, utt_ids: list, targets: list, lm_ids: list,
                 teacher: Optional[list], records: dict, **kwargs: Any) -> torch.Tensor:
         """One batch: the loss (training-mode CIF), and for dev/test also the beam-search hypotheses.
+        SpecAugment (when enabled) masks the features of training batches only.
 
         Args:
             features: B tensors (T_i, D) from the featurizer.
             utt_ids, targets (B tensors (N_i,) without <eos>), lm_ids, teacher (B tensors
             (N_i + 1, D_lm) or None): from :func:`.dataset.collate`.
         """
+        if self.spec_augment is not None and self.training and split == "train":
+            features = self.spec_augment(features)
         device = features[0].device
         lengths = torch.tensor([len(f) for f in features], device=device)
         padded = pad_sequence(features, batch_first=True)
@@ -175,8 +185,12 @@ class DownstreamExpert(nn.Module):
     # -- logging -----------------------------------------------------------------------------
 
     def log_records(self, split: str, records: dict, logger, global_step: int, **kwargs: Any) -> list:
-        """Loss terms (summed terms per token), ACD accuracy and, for dev/test, CER/WER to
-        TensorBoard and stdout; returns ``["dev-best.ckpt"]`` when dev improves."""
+        """Loss terms (summed terms per token), ACD accuracy and, for dev/test, CER/WER (in percent,
+        as S3PRL's asr downstream reports them) to TensorBoard and stdout; returns
+        ``["dev-best.ckpt"]`` when dev improves. Under ``-m evaluate`` the step reported is the
+        evaluated checkpoint's."""
+        if self.evaluated_step is not None and global_step == 0:
+            global_step = self.evaluated_step
         tokens = sum(records.get("tokens", [])) or 1.0
         values: dict[str, float] = {"loss": sum(records["loss"]) / max(len(records["loss"]), 1)}
         for term in TERMS:
@@ -189,10 +203,11 @@ class DownstreamExpert(nn.Module):
             values["acd_skipped_batches"] = skipped
         save_names = []
         if records.get("hyp"):
-            values["cer"] = character_error_rate(records["hyp"], records["ref"])
-            values["wer"] = word_error_rate(records["hyp"], records["ref"])
+            cer = character_error_rate(records["hyp"], records["ref"])
+            wer = word_error_rate(records["hyp"], records["ref"])
+            values["cer"], values["wer"] = 100.0 * cer, 100.0 * wer
             self._write_hypotheses(split, global_step, records)
-            error = values["cer"] if self.language == "zh" else values["wer"]
+            error = cer if self.language == "zh" else wer  # best_error stays a fraction, as in older checkpoints
             if split == "dev" and error < float(self.best_error):
                 self.best_error.fill_(error)
                 save_names.append(f"{split}-best.ckpt")
@@ -207,3 +222,22 @@ class DownstreamExpert(nn.Module):
         with open(path, "w", encoding="utf-8") as handle:
             for utt_id, hyp, ref in zip(records["ids"], records["hyp"], records["ref"]):
                 handle.write(f"{utt_id}\tHYP {hyp}\tREF {ref}\n")
+
+
+def checkpoint_step(path: Optional[str]) -> Optional[int]:
+    """The step an S3PRL ``states-*.ckpt`` / ``dev-best.ckpt`` was saved at (its ``Step``), or None
+    when there is no path or it cannot be read (then the runner's step is reported).
+
+    Loaded weights-only and memory-mapped, so no tensor is read; the runner has loaded the same
+    file already, with S3PRL's plain-data classes allow-listed (the launcher, or patch_hub.py).
+    """
+    if not path:
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+        logger.warning("cif_asr: could not read the step of %s (%s); reporting the runner's", path,
+                       type(err).__name__)
+        return None
+    step = state.get("Step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

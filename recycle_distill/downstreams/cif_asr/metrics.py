@@ -1,7 +1,8 @@
 """Corpus-level error rates: the sum of edit distances over the sum of reference lengths.
 
 Averaging per-utterance rates would weigh a two-word utterance like a fifty-word one; the
-corpus-level ratio is what ASR papers (and S3PRL's ASR downstream) report.
+corpus-level ratio is what ASR papers (and S3PRL's ASR downstream) report. The functions return
+fractions (0.25); the expert reports them in percent (25.0), as S3PRL's ASR downstream prints them.
 """
 
 from __future__ import annotations

@@ -251,10 +251,22 @@ class CifRecognizer(nn.Module):
 
         Call in eval mode (dropout off). Returns B lists of unit indices without <bos>/<eos>.
         """
+        return self.recognize(features, feature_lengths, decode_cfg)[0]
+
+    @torch.no_grad()
+    def recognize(self, features: torch.Tensor, feature_lengths: torch.Tensor,
+                  decode_cfg: Optional[DecodeConfig] = None) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+        """:meth:`decode` and the CIF weights its vectors were integrated with (for token times).
+
+        Returns:
+            (B lists of unit indices, (B, T') CIF weights, zero on padding, (B,) valid encoder
+            frames); encoder frame ``f`` covers upstream samples ``[f, f + 1) * encoder.output_rate``.
+        """
         decode_cfg = decode_cfg or DecodeConfig()
-        hidden, padding, _, alpha = self.encode(features, feature_lengths)
+        hidden, padding, lengths, alpha = self.encode(features, feature_lengths)
         cif = continuous_integrate_and_fire(hidden, alpha, padding, threshold=self.model_cfg.cif_threshold,
                                             tail_threshold=decode_cfg.tail_threshold, legacy_tail=False)
-        return beam_search(self.decoder, cif.fired, cif.fired_lengths, bos=self.bos, eos=self.eos,
-                           beam_size=decode_cfg.beam_size, banned=(self.blank, self.pad, self.bos),
-                           max_steps=decode_cfg.max_steps)
+        hypotheses = beam_search(self.decoder, cif.fired, cif.fired_lengths, bos=self.bos, eos=self.eos,
+                                 beam_size=decode_cfg.beam_size, banned=(self.blank, self.pad, self.bos),
+                                 max_steps=decode_cfg.max_steps)
+        return hypotheses, alpha, lengths

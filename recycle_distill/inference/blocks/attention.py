@@ -16,10 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
+from recycle_distill.students.blocks.map_free import MapFreeReusedAttention, MapFreeSelfAttention
 from recycle_distill.inference.blocks.derived import derived_tensor, fast_path_applies
 
 CHUNK_BYTES = 2 * 2**20
+# On the fast path a full layer hands its queries and keys instead of its map to the reuse
+# layer (recycle_distill.students.blocks.map_free) once the (B, H, T, T) float32 map passes this.
+MAP_FREE_FROM_BYTES = 64 * 2**20
 
 
 def _blocks(batch: int, heads: int, time: int) -> list[tuple[int, slice, slice]]:
@@ -46,9 +49,10 @@ def map_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
-class FastSelfAttention(SelfAttention):
+class FastSelfAttention(MapFreeSelfAttention):
     """:class:`SelfAttention` with q/k/v as one matmul, the blocked probabilities path, and in
-    bf16 blocked explicit attention instead of the fused kernel.
+    bf16 blocked explicit attention instead of the fused kernel. Past :data:`MAP_FREE_FROM_BYTES`
+    of map it hands on queries and keys instead (:class:`MapFreeSelfAttention`).
 
     The fused (3E, E) weight is derived from the three projections (rebuilt if they change).
     Projections that are not plain Linears (e.g. dynamically quantized ones) run one by one.
@@ -64,6 +68,11 @@ class FastSelfAttention(SelfAttention):
         bias = derived_tensor(self, "_qkv_bias", sources, lambda: torch.cat([p.bias for p in projections]))
         q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
         return q, k, v
+
+    def hands_over_queries(self, x: Tensor) -> bool:
+        """On the fast path, when the (B, H, T, T) float32 map of this (B, T, E) input passes
+        :data:`MAP_FREE_FROM_BYTES`; the plain map otherwise (and under autograd)."""
+        return fast_path_applies(x) and 4 * x.shape[0] * self.num_heads * x.shape[1] ** 2 > MAP_FREE_FROM_BYTES
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], dropout: float) -> Tensor:
         """As :meth:`SelfAttention.attend`; in bf16 on the fast path, explicit blocked matmuls.
@@ -88,8 +97,9 @@ class FastSelfAttention(SelfAttention):
         return probs, _blocked_attention(q, k, v, key_padding_mask, probs)
 
 
-class FastReusedAttention(ReusedAttention):
-    """:class:`ReusedAttention` with the re-softmax and the value matmul done block by block."""
+class FastReusedAttention(MapFreeReusedAttention):
+    """:class:`ReusedAttention` with the re-softmax and the value matmul done block by block; a
+    :class:`~recycle_distill.students.blocks.map_free.QueryKeys` handover is recomputed instead."""
 
     def attend(self, reused_probs: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
         """(B, H, T, T) map and (B, H, T, d) values -> (B, H, T, d)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from recycle_distill.students.blocks.attention import ReusedAttention, SelfAttention
 from recycle_distill.students.blocks.encoder import TransformerEncoder
 from recycle_distill.students.blocks.feature_extractor import ConvFeatureExtractor
+from recycle_distill.students.blocks.map_free import MapFreeReusedAttention, MapFreeSelfAttention
 from recycle_distill.students.blocks.positional import WeightNormConv1d
 from recycle_distill.inference.blocks.attention import FastReusedAttention, FastSelfAttention
 from recycle_distill.inference.blocks.cnn import FastConvFeatureExtractor
@@ -30,3 +31,6 @@ FAST_BLOCKS: dict[type, type] = {
 }
 # fast block -> the plain block it extends (to undo a conversion)
 PLAIN_BLOCKS: dict[type, type] = {fast: plain for plain, fast in FAST_BLOCKS.items()}
+# A student built map-free converts too: the fast attention blocks extend the map-free ones
+# (and go map-free themselves on long inputs). Undone, they become the plain blocks.
+FAST_BLOCKS.update({MapFreeSelfAttention: FastSelfAttention, MapFreeReusedAttention: FastReusedAttention})

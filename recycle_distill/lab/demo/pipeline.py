@@ -1,4 +1,4 @@
-"""``recycle-distill demo``: what distillation achieves, offline, on a tiny corpus, in a few CPU minutes.
+"""``recycle-distill demo``: what distillation achieves, offline, on a tiny corpus, on CPU.
 
 Stages (each prints what it does; a failure names its stage):
 
@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from recycle_distill import families
+from recycle_distill.lab.machine import machine
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -96,15 +97,16 @@ class DemoResult:
     transfer: dict = field(default_factory=dict)
     downstream: dict = field(default_factory=dict)
     downstream_settings: dict = field(default_factory=dict)
-    loaded: dict = field(default_factory=dict)
+    loaded: dict = field(default_factory=dict)  # the Python lines that loaded the export, and what came back
     stage_seconds: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)  # lab.machine.machine() when the demo started
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run every stage; raises :class:`DemoError` naming the stage that failed."""
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    result = DemoResult()
+    result = DemoResult(machine=machine())
     stages = [("corpus", _corpus), ("teacher", _teacher), ("distil", _distil), ("load", _load),
               ("transfer", _transfer), ("downstream", _downstream), ("report", _report)]
     for number, (name, stage) in enumerate(stages, 1):
@@ -252,30 +254,46 @@ def _masked_validation(trainer: Any) -> float:
     return total / max(count, 1)
 
 
+def hub_code(repo: Optional[Path], family: str, ckpt: str) -> str:
+    """The Python lines the load stage runs to load ``ckpt`` (absolute) through the ``family``
+    hub entry: ``torch.hub.load`` from the repository ``repo``, or the installed hubconf when
+    there is none. The report prints them; ``ckpt=`` keeps them from fetching a release."""
+    if repo is not None:
+        return f"import torch\nupstream = torch.hub.load({str(repo)!r}, {family!r}, source='local', ckpt={ckpt!r})"
+    return f"from recycle_distill.upstreams.{family}.hubconf import {family}\nupstream = {family}(ckpt={ckpt!r})"
+
+
+def s3prl_code(family: str, ckpt: str) -> str:
+    """The Python lines that load ``ckpt`` through S3PRL's hub, as the load stage does."""
+    return ("from recycle_distill.s3prl.superb import register_upstreams\nregister_upstreams()\n"
+            f"import s3prl.hub\nupstream = s3prl.hub.{family}(ckpt={ckpt!r})")
+
+
 def _load(options: DemoOptions, out: Path, result: DemoResult) -> None:
-    from recycle_distill.s3prl.superb.launcher import register_upstreams
+    from recycle_distill.s3prl.superb import register_upstreams
 
     waves = [torch.randn(SAMPLE_RATE * 3 // 2) * 0.1, torch.randn(SAMPLE_RATE) * 0.1]
-    if (REPO_ROOT / "hubconf.py").is_file():
-        upstream = torch.hub.load(str(REPO_ROOT), options.family, source="local", ckpt=result.export_path)
-        how = f"torch.hub.load({REPO_ROOT}, '{options.family}', source='local')"
+    ckpt = str(Path(result.export_path).resolve())
+    repo = REPO_ROOT if (REPO_ROOT / "hubconf.py").is_file() else None
+    if repo is not None:
+        upstream = torch.hub.load(str(repo), options.family, source="local", ckpt=ckpt)
     else:  # a non-editable install has no repository root; use the installed hubconf
         hubconf = importlib.import_module(f"recycle_distill.upstreams.{options.family}.hubconf")
-        upstream = getattr(hubconf, options.family)(result.export_path)
-        how = f"recycle_distill.upstreams.{options.family}.hubconf"
+        upstream = getattr(hubconf, options.family)(ckpt=ckpt)
     with torch.no_grad():
         hidden = upstream(waves)["hidden_states"]
-    options.echo(f"    {how}: {len(hidden)} hidden states of shape {tuple(hidden[0].shape)}")
+    options.echo(f"    torch.hub entry '{options.family}': {len(hidden)} hidden states of shape {tuple(hidden[0].shape)}")
     register_upstreams()
     import s3prl.hub
     from s3prl.upstream.interfaces import Featurizer
 
-    via_s3prl = getattr(s3prl.hub, options.family)(ckpt=result.export_path)
+    via_s3prl = getattr(s3prl.hub, options.family)(ckpt=ckpt)
     featurizer = Featurizer(via_s3prl, "hidden_states", upstream_device="cpu")
     with torch.no_grad():
         features = featurizer(waves, via_s3prl(waves))
     options.echo(f"    s3prl.hub.{options.family} + S3PRL Featurizer: features {[tuple(f.shape) for f in features]}")
-    result.loaded = {"torch_hub": how, "s3prl_features": [list(f.shape) for f in features]}
+    result.loaded = {"torch_hub": hub_code(repo, options.family, ckpt), "s3prl": s3prl_code(options.family, ckpt),
+                     "s3prl_features": [list(f.shape) for f in features]}
 
 
 def _transfer(options: DemoOptions, out: Path, result: DemoResult) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import torch
 
+from recycle_distill.lab.machine import describe_machine
 from recycle_distill.lab.profiling import count_flops, time_interleaved
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 from recycle_distill.lab.demo.figures import plot_losses, plot_transfer
@@ -42,6 +43,7 @@ def measure_models(teacher_path: str, student_path: str, family: str, seconds: f
         }
     report["seconds"] = seconds
     report["threads"] = torch.get_num_threads()
+    report["dtype"] = str(next(student.parameters()).dtype).removeprefix("torch.")
     return report
 
 
@@ -53,15 +55,16 @@ def downstream_rows(result: Any) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _size_section(profile: dict) -> list[str]:
+def _size_section(profile: dict, export_path: str) -> list[str]:
     teacher, student = profile["teacher"], profile["student"]
     return [
         "## Size and speed (this machine)",
         "",
-        f"Measured on {profile['seconds']:.0f} s of audio, batch 1, {profile['threads']} threads, fp32; "
-        "MACs counted with `torch.utils.flop_counter`. Real-time factors are medians of 5 interleaved runs; on a "
-        "machine shared with other jobs they still move between runs, the MACs do not. bf16 figures come once "
-        "the inference work lands (not yet merged).",
+        f"Measured on {profile['seconds']:.0f} s of audio, batch 1, {profile['threads']} threads, both models in "
+        f"{profile['dtype']} as loaded (the student on its plain blocks); MACs counted with "
+        "`torch.utils.flop_counter`. Real-time factors are medians of 5 interleaved runs; on a machine shared "
+        "with other jobs they still move between runs, the MACs do not. Other precisions and the fast CPU "
+        f"blocks: `recycle-distill profile {export_path} --dtype bf16` (or `int8`).",
         "",
         "| model | parameters | GMACs | real-time factor |",
         "|---|---|---|---|",
@@ -169,8 +172,10 @@ def write_report(out: Path, options: Any, result: Any) -> list[Path]:
         *_teacher_lines(options, result),
         f"- student: {options.family}, distilled for {len(result.losses)} steps in {result.train_seconds:.0f} s, "
         f"exported to `{result.export_path}`; its random initialisation is kept as `{result.init_path}`",
+        f"- this run: {sum(result.stage_seconds.values()) / 60:.1f} min before this report (stage times at the end) "
+        f"on {describe_machine(result.machine)} at the start",
         "",
-        *_size_section(result.profile),
+        *_size_section(result.profile, result.export_path),
         "## Distillation",
         "",
         f"- training loss: {result.losses[0]:.4f} (step 1) -> {result.losses[-1]:.4f} (step {len(result.losses)})",
@@ -181,12 +186,7 @@ def write_report(out: Path, options: Any, result: Any) -> list[Path]:
         *_transfer_section(result),
         *_downstream_section(options, result),
         *_teacher_note(result),
-        "## Loading the export",
-        "",
-        f"- {result.loaded.get('torch_hub', '')}",
-        f"- S3PRL hub entry + Featurizer: features of shape {result.loaded.get('s3prl_features')}",
-        "",
-        "## Stage times",
+        *_loading_section(result.loaded),        "## Stage times",
         "",
         "| " + " | ".join(result.stage_seconds) + " |",
         "|" + "---|" * len(result.stage_seconds),
@@ -199,6 +199,22 @@ def write_report(out: Path, options: Any, result: Any) -> list[Path]:
         if path is not None:
             written.append(path)
     return written
+
+
+def _loading_section(loaded: dict) -> list[str]:
+    """The lines that loaded the export, as they ran (each names the export with ``ckpt=``)."""
+    return [
+        "## Loading the export",
+        "",
+        "Through the torch.hub entry, as the demo loaded it:",
+        "",
+        "```python", loaded["torch_hub"], "```",
+        "",
+        f"Through S3PRL's hub (its Featurizer gave features of shape {loaded['s3prl_features']}):",
+        "",
+        "```python", loaded["s3prl"], "```",
+        "",
+    ]
 
 
 def _rose(history: list) -> Optional[tuple]:

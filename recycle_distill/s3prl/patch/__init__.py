@@ -13,6 +13,11 @@ What it does:
   ``recycle_distill.upstreams`` package, or, with ``--copy``, copies ``upstreams/<family>``
   from this repository into ``s3prl/upstream/<family>`` and imports it from there, the way
   S3PRL's own hub.py imports its upstreams (registration.py);
+* appends a marked block to ``downstream/runner.py`` that allow-lists, for torch's weights-only
+  loads, the plain-data classes S3PRL's own ``states-*.ckpt`` pickle (``argparse.Namespace``), so
+  ``run_downstream.py -m evaluate -e`` and resuming with ``-e`` work on torch >= 2.6, and one to
+  ``schedulers.py`` that imports ``get_tri_stage_schedule``, so a config's
+  ``scheduler: {name: tri_stage_schedule}`` works (inserts.py);
 * uncomments the learning-rate scheduler block in the PR, KS, IC, SID, ER, ASR, SF and ASV
   configs and raises the SID learning rate from 1.0e-4 to 1.0e-3 (QbE and SD are unchanged)
   (base.py: the task table; configs.py);

@@ -16,9 +16,15 @@ from recycle_distill.s3prl.patch.base import (
     RefusedError,
     Tree,
     backup_path,
-    read_if_file,
     tree_hashes,
     utf8_text,
+)
+from recycle_distill.s3prl.patch.inserts import (
+    add_block,
+    find_block,
+    newline_of,
+    plan_revert_block,
+    remove_block,
 )
 from recycle_distill.s3prl.patch.plan import Plan, plan_backup
 
@@ -37,11 +43,6 @@ HUB_END = "# <<< recycle-distill upstreams <<<"
 
 
 # ---------------------------------------------------------------- pure text functions
-
-
-def newline_of(text: str) -> str:
-    """The line ending ``text`` uses (CRLF if it has any, else LF), for lines we add to it."""
-    return "\r\n" if "\r\n" in text else "\n"
 
 
 def hub_block(copy: bool, newline: str = "\n") -> str:
@@ -66,37 +67,17 @@ def find_hub_block(text: str) -> tuple[int, int] | None:
 
     Raises PatchError when the markers are unbalanced or repeated.
     """
-    lines = text.splitlines(keepends=True)
-    begins = [i for i, line in enumerate(lines) if line.strip() == HUB_BEGIN]
-    ends = [i for i, line in enumerate(lines) if line.strip() == HUB_END]
-    if not begins and not ends:
-        return None
-    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
-        raise PatchError("its recycle-distill marker comments are unbalanced or repeated")
-    start = sum(len(line) for line in lines[:begins[0]])
-    end = sum(len(line) for line in lines[:ends[0] + 1])
-    return start, end
+    return find_block(text, HUB_BEGIN, HUB_END)
 
 
 def add_hub_block(text: str, copy: bool) -> str:
     """Append the block to hub.py's text, after a blank line."""
-    newline = newline_of(text)
-    if text and not text.endswith("\n"):
-        text += newline
-    return text + newline + hub_block(copy, newline)
+    return add_block(text, hub_block(copy, newline_of(text)))
 
 
 def remove_hub_block(text: str) -> str:
     """Remove the marked block and the blank line add_hub_block put before it."""
-    span = find_hub_block(text)
-    if span is None:
-        return text
-    head, tail = text[:span[0]], text[span[1]:]
-    for blank in ("\r\n\r\n", "\n\n"):
-        if head.endswith(blank):
-            head = head[:-len(blank) // 2]
-            break
-    return head + tail
+    return remove_block(text, HUB_BEGIN, HUB_END)
 
 
 # ---------------------------------------------------------------- planning
@@ -132,48 +113,9 @@ def plan_hub(tree: Tree, plan: Plan, copy: bool) -> bool:
 
 def plan_revert_hub(plan: Plan, hub: Path) -> bool:
     """Plan removing the registration from hub.py; returns False if something is left."""
-    current = hub.read_bytes()
-    backup = backup_path(hub)
-    original = read_if_file(backup)
-    try:
-        text = utf8_text(current)
-        span = find_hub_block(text)
-    except PatchError as err:
-        if original is None and HUB_BEGIN.encode() not in current and HUB_END.encode() not in current:
-            return True  # neither a backup nor a block: nothing of ours to revert
-        plan.warn(hub, f"{err}; left alone")
-        return False
-    if span is None:
-        if original is None:
-            return True
-        if current == original:
-            plan.removals.append(backup)
-            return True
-        plan.warn(hub, f"has no recycle-distill block but differs from {backup.name}; left "
-                       "alone (backup kept)")
-        return False
-    stripped = remove_hub_block(text).encode("utf-8")
-    # Restore the backup only when hub.py is exactly what we made of it; otherwise someone
-    # edited it since, and cutting out just our block keeps their edits.
-    try:
-        original_text = utf8_text(original) if original is not None else None
-    except PatchError:
-        original_text = None  # not a backup we wrote of a hub we could patch
-    ours = original_text is not None and any(
-        add_hub_block(original_text, copy).encode("utf-8") == current for copy in (False, True))
-    if ours:
-        plan.write(hub, current, original)
-        plan.note("restore", hub, "registration removed")
-    else:
-        plan.write(hub, current, stripped)
-        plan.note("unregister", hub, "removed the recycle-distill block")
-        if original is not None:
-            plan.warn(hub, "changed besides the recycle-distill block since patching; removed "
-                           "only the block")
-    if original is not None:
-        plan.removals.append(backup)
-    plan.changed += 1
-    return True
+    return plan_revert_block(plan, hub, HUB_BEGIN, HUB_END,
+                             lambda original: [add_hub_block(original, copy) for copy in (False, True)],
+                             restored="registration removed", what="recycle-distill block")
 
 
 # -------------------- shim ------------------------------------------------------------------

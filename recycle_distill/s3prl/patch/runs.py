@@ -18,6 +18,7 @@ from recycle_distill.util.atomic import node_kind
 from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.s3prl.patch.base import BACKUP_SUFFIX, TASKS, RefusedError, Tree, read_if_file
 from recycle_distill.s3prl.patch.configs import plan_configs, plan_revert_configs
+from recycle_distill.s3prl.patch.inserts import INSERTS, plan_inserts, plan_revert_inserts
 from recycle_distill.s3prl.patch.plan import Plan, Write
 from recycle_distill.s3prl.patch.registration import (
     FAMILIES,
@@ -44,16 +45,17 @@ except ImportError:  # pragma: no cover  (Windows: no flock; runs are not serial
 #
 # The manifest is a file in someone else's tree and is never trusted: only the entries this tool
 # writes itself are accepted (``upstream/<family>`` copies, the ``downstream/<name>`` shims of
-# our own downstreams, ``registration.shim_keys()``, and the patched ``hub.py`` and task
-# configs), each a plain relative name that stays inside the tree
-# and is not a symlink, with a non-empty hash record.  Anything else is reported and ignored, so
+# our own downstreams, ``registration.shim_keys()``, the patched ``hub.py``, task configs and
+# the S3PRL modules given a block, ``inserts.INSERTS``), each a plain relative name that stays
+# inside the tree and is not a symlink, with a non-empty hash record.  Anything else is reported and ignored, so
 # a hand-edited or hostile manifest cannot make ``--revert`` touch paths outside the tree or
 # remove a folder it did not create.
 
 
 MANIFEST_NAME = ".recycle-distill-manifest.json"
 COPY_KEYS = frozenset(f"upstream/{family}" for family in FAMILIES)
-PATCHED_KEYS = frozenset({"hub.py", *(f"downstream/{task.config}" for task in TASKS)})
+PATCHED_KEYS = frozenset({"hub.py", *(f"downstream/{task.config}" for task in TASKS),
+                          *(insert.key for insert in INSERTS)})
 
 
 def read_manifest(tree: Tree, plan: Plan) -> dict:
@@ -166,6 +168,9 @@ def _known_targets(tree: Tree, copies: bool = True) -> list[Path]:
     ``copies``: include the ``--copy`` folders ``upstream/<family>``."""
 
     targets = [tree.package / "hub.py", tree.package / MANIFEST_NAME]
+    for insert in INSERTS:
+        path = tree.package / insert.key
+        targets += [path, path.resolve() if path.exists() else path]
     targets += [tree.package / key for key in sorted(shim_keys())]
     if copies:
         targets += [tree.package / "upstream" / family for family in FAMILIES]
@@ -264,6 +269,7 @@ def plan_patch(tree: Tree, copy: bool, upstreams: Path, shipped_configs: Path) -
     patched = {entry for entry in manifest.get("patched") or [] if isinstance(entry, str)}
     if plan_hub(tree, plan, copy):
         patched.add("hub.py")
+    patched |= plan_inserts(tree, plan)
     patched |= {f"downstream/{config}" for config in plan_configs(tree, plan, shipped_configs)}
     created = plan_shim(tree, plan, manifest.get("created") or {})
     plan_manifest(tree, plan, patched, copied, created, pending)
@@ -280,6 +286,7 @@ def plan_revert(tree: Tree) -> Plan:
     left_patched = set()
     if not plan_revert_hub(plan, (tree.package / "hub.py").resolve()):
         left_patched.add("hub.py")
+    left_patched |= plan_revert_inserts(tree, plan)
     left_patched |= plan_revert_configs(tree, plan)
     left_copied = plan_revert_copies(tree, plan, manifest)
     left_created = plan_revert_shim(tree, plan, manifest.get("created") or {})

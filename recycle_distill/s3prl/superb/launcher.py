@@ -10,7 +10,8 @@ options of S3PRL's ``run_downstream.py`` and:
    attribute of ``s3prl.hub``; S3PRL's runner finds upstreams with ``getattr(s3prl.hub, -u)``,
    so ``-u armhubert -k CKPT`` works without editing S3PRL; likewise every downstream of
    ``recycle_distill/downstreams/`` (:func:`recycle_distill.downstreams.available`) becomes
-   ``s3prl.downstream.<name>``, so ``-d cif_asr`` works;
+   ``s3prl.downstream.<name>``, so ``-d cif_asr`` works, and the schedulers their configs name
+   (``tri_stage_schedule``) become functions of ``s3prl.schedulers``;
 3. allow-lists, for ``torch.load(weights_only=True)``, the few plain-data classes that S3PRL's
    own ``states-*.ckpt`` files pickle (``argparse.Namespace``), so ``-e``/``-i`` work on
    torch >= 2.6 without switching the safe loader off;
@@ -20,7 +21,7 @@ options of S3PRL's ``run_downstream.py`` and:
    relative default does not exist;
 5. without ``--device``, uses ``--device cpu`` when no CUDA GPU is present;
 6. appends everything S3PRL prints to stdout to ``<expdir>/superb.log`` (``--no-log``: don't),
-   each run headed by one line naming its mode and split, so ``recycle-distill superb-score``
+   each run headed by one line naming its mode (and an evaluation's split), so ``recycle-distill superb-score``
    finds test metrics that S3PRL only prints (ASR, PR, SF, ASV);
 7. with ``--upstream_dtype fp32|bf16|int8`` (our own option, removed before S3PRL sees the
    command line), builds our upstreams in that inference precision (their ``dtype=``);
@@ -43,6 +44,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from recycle_distill.downstreams import available as available_downstreams
 from recycle_distill.s3prl.compat import apply_compat
+from recycle_distill.s3prl.patch.inserts import CHECKPOINT_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ __all__ = [
     "plan_launch",
     "register_downstreams",
     "register_upstreams",
+    "run_line",
     "shipped_config",
 ]
 
@@ -173,7 +176,23 @@ def register_downstreams() -> list[str]:
         expert = importlib.import_module(f"recycle_distill.downstreams.{name}.expert")
         sys.modules.setdefault(f"s3prl.downstream.{name}", package)
         sys.modules.setdefault(f"s3prl.downstream.{name}.expert", expert)
+    register_schedulers()
     return names
+
+
+def register_schedulers() -> list[str]:
+    """Make the schedulers our downstreams' configs name functions of ``s3prl.schedulers``: S3PRL's
+    ``get_scheduler`` evaluates ``get_<name>`` in that module's namespace. One already there (a
+    checkout ``patch_hub.py`` patched imports it) is kept; returns the function names."""
+    from recycle_distill.downstreams.cif_asr.tri_stage import get_tri_stage_schedule
+
+    apply_compat()
+    schedulers = importlib.import_module("s3prl.schedulers")
+    own = {"get_tri_stage_schedule": get_tri_stage_schedule}
+    for name, function in own.items():
+        if not hasattr(schedulers, name):
+            setattr(schedulers, name, function)
+    return list(own)
 
 
 def allow_s3prl_checkpoints() -> list[str]:
@@ -181,16 +200,17 @@ def allow_s3prl_checkpoints() -> list[str]:
 
     S3PRL's runner saves ``{'Args': argparse.Namespace, 'Config': dict, 'Optimizer': ...,
     'Scheduler': ..., <model state dicts>}`` and loads it with plain ``torch.load`` (weights-only
-    by default since torch 2.6). ``argparse.Namespace`` is the only non-tensor class in them;
-    it holds the command line's strings, numbers and booleans and runs no code when unpickled.
-    Returns the names allowed (empty where torch has no ``add_safe_globals``).
+    by default since torch 2.6). The classes are the table
+    :data:`recycle_distill.s3prl.patch.inserts.CHECKPOINT_CLASSES`, which ``patch_hub.py`` also
+    writes into a patched S3PRL's runner. Returns the names allowed (empty where torch has no
+    ``add_safe_globals``).
     """
     import torch.serialization
 
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is None:
         return []
-    allowed = [argparse.Namespace]
+    allowed = [getattr(importlib.import_module(module), name) for module, name in CHECKPOINT_CLASSES]
     add(allowed)
     return [f"{cls.__module__}.{cls.__qualname__}" for cls in allowed]
 
@@ -229,7 +249,9 @@ class LaunchPlan:
         device_note: the device and why.
         expdir: the experiment directory, as far as the command line tells.
         log_path: where stdout is appended (None: not logged).
-        mode, split: -m and -t (``test`` by default, as S3PRL).
+        mode: -m.
+        split: -t for ``-m evaluate`` (``test`` by default, as S3PRL); None for other modes, which
+            use every split their config names.
         overrides: overrides the launcher added to -o.
         added: the options the launcher appended to the user's argv (for display; the user's
             own -o, repeated inside an appended -o, is shown as ``<your -o>``).
@@ -243,10 +265,16 @@ class LaunchPlan:
     expdir: Optional[str] = None
     log_path: Optional[Path] = None
     mode: Optional[str] = None
-    split: str = "test"
+    split: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     upstream_dtype: Optional[str] = None
+
+
+def run_line(plan: LaunchPlan) -> str:
+    """The line heading each run in ``superb.log``: its mode, and the split an evaluation reads
+    (``logs.parse_log`` reads it back to tell an evaluation's test result from training's)."""
+    return f"{HEADER} run: mode={plan.mode}" + (f" split={plan.split}" if plan.split is not None else "")
 
 
 def _strip_own_flags(argv: Sequence[str]) -> list[str]:
@@ -285,7 +313,8 @@ def plan_launch(argv: Sequence[str], cuda_available: Optional[bool] = None, cwd:
     args = parse_run_downstream_args(argv)
     out: list[str] = []  # appended options
     shown: list[str] = []  # the same, with the user's -o abbreviated
-    plan = LaunchPlan(argv=[], mode=args.mode, split=args.evaluate_split or "test")
+    split = (args.evaluate_split or "test") if args.mode == "evaluate" else None
+    plan = LaunchPlan(argv=[], mode=args.mode, split=split)
     if args.upstream_dtype is not None:
         from recycle_distill.inference.precision import parse_precision
 

@@ -27,7 +27,8 @@ __all__ = ["Observation", "parse_log", "read_experiment", "find_experiments", "r
 PathLike = Union[str, os.PathLike]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
-_HEADER_RE = re.compile(rf"^{re.escape(HEADER)} run: mode=(?P<mode>\S+) split=(?P<split>\S+)\s*$")
+# launcher.run_line; logs of earlier versions name a split for training runs too (ignored).
+_HEADER_RE = re.compile(rf"^{re.escape(HEADER)} run: mode=(?P<mode>\S+)(?: split=(?P<split>\S+))?\s*$")
 _STEP_RE = re.compile(rf"^(?P<best>New best on )?(?P<split>[\w.-]+) at step (?P<step>\d+): (?P<value>{_NUMBER})\s*$")
 _METRIC_RE = re.compile(rf"^(?P<split>[\w.-]+) (?P<metric>[A-Za-z][\w]*): (?P<value>{_NUMBER})\s*$")
 _SV_RE = re.compile(rf"^sv-voxceleb1/(?P<split>[\w.]+)-(?P<metric>EER|loss): (?P<value>{_NUMBER})\s*$")

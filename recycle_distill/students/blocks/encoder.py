@@ -18,8 +18,8 @@ class TransformerEncoder(nn.Module):
     """Post-LN encoder (no final LayerNorm after the last layer).
 
     ``x = LN(x + GELU(pos_conv(x)))`` with padded frames zeroed first, then the layers.
-    A layer whose successor reuses attention is asked for its probabilities; all others
-    take the fast fused attention path.
+    A layer whose successor reuses attention is asked for its probabilities (which the
+    map-free blocks hand over as queries and keys); all others take the fast fused attention path.
 
     Args:
         config: the student config (dims, dropout, grad scaling, length multiple).

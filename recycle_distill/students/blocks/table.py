@@ -3,7 +3,8 @@
 A constructor that builds a swappable block looks its class up in the table it is handed,
 ``blocks.get(SelfAttention, SelfAttention)(...)``, and passes the table on to the blocks it
 builds. :data:`PLAIN` (empty) builds every plain block; the table of fast CPU inference
-blocks is :data:`recycle_distill.inference.blocks.table.FAST_BLOCKS`. Keys are exact plain
+blocks is :data:`recycle_distill.inference.blocks.table.FAST_BLOCKS`; the map-free attention
+reuse is :data:`recycle_distill.students.blocks.map_free.MAP_FREE_BLOCKS`. Keys are exact plain
 classes, so a family's own subclass of a block (e.g. FitHuBERT's encoder) stays as it is.
 """
 

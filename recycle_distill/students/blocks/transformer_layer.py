@@ -67,7 +67,8 @@ class TransformerLayer(_PostLNLayer):
         previous_probs: Optional[Tensor] = None,
         return_probs: bool = False,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        """(B, T, E) -> (B, T, E), plus (B, H, T, T) probabilities when ``return_probs``."""
+        """(B, T, E) -> (B, T, E), plus (B, H, T, T) probabilities when ``return_probs`` (the
+        map-free blocks hand over :class:`~recycle_distill.students.blocks.map_free.QueryKeys`)."""
         attended, probs = self.self_attn(x, key_padding_mask, return_probs=return_probs)
         return self._finish(x, attended), probs
 
@@ -105,7 +106,8 @@ class ReuseTransformerLayer(_PostLNLayer):
         previous_probs: Optional[Tensor] = None,
         return_probs: bool = False,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        """(B, T, E) -> (B, T, E); passes ``previous_probs`` on if a later layer reuses too."""
+        """(B, T, E) -> (B, T, E); passes ``previous_probs`` (a map, or the map-free blocks'
+        queries and keys) on if a later layer reuses too."""
         if previous_probs is None:
             raise ValueError("an attention-reuse layer needs the previous full layer's attention map")
         attended = self.self_attn(x, key_padding_mask, previous_probs)

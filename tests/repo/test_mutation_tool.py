@@ -1,0 +1,37 @@
+"""``tools/mutation.py``: its groups exist and name real files, and its kill table counts mutmut's meta files."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import pathlib
+
+from helpers.tools import load_tool
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_every_group_mutates_and_runs_files_that_exist():
+    groups = sorted((ROOT / "tests" / "mutmut").glob("*.cfg"))
+    assert groups
+    for cfg in groups:
+        parser = configparser.ConfigParser()
+        parser.read(cfg)
+        section = parser["mutmut"]
+        for pattern in section["only_mutate"].split():
+            assert list(ROOT.glob(pattern)), (cfg.name, pattern)
+        for selection in section["pytest_add_cli_args_test_selection"].split():
+            assert (ROOT / selection).exists(), (cfg.name, selection)
+
+
+def test_the_table_counts_each_status_per_module(tmp_path):
+    meta = tmp_path / "recycle_distill" / "pkg" / "mod.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"a": 1, "b": 3, "c": 0, "d": 36, "e": None, "f": -11, "g": 1}
+    meta.write_text(json.dumps({"exit_code_by_key": {f"m.{k}": v for k, v in codes.items()}}))
+    mutation = load_tool("mutation")
+    table = mutation.statuses(tmp_path)
+    assert dict(table["recycle_distill/pkg/mod.py"]) == {"killed": 3, "survived": 1, "timeout": 1,
+                                                          "not checked": 1, "other": 1}
+    row = mutation.format_table(table).splitlines()[-1]
+    assert row == "| `recycle_distill/pkg/mod.py` | 7 | 3 | 1 | 1 | 1 | 1 | 42.9 |"
