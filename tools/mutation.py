@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def format_table(table: dict[str, Counter]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("group", help="a tests/mutmut/<group>.cfg name")
-    parser.add_argument("--scratch", type=Path, help="the scratch copy (default /tmp/rd-mut-<group>)")
+    parser.add_argument("--scratch", type=Path, help="the scratch copy (default <temp dir>/rd-mut-<group>)")
     parser.add_argument("--table", action="store_true", help="print the last run's table, run nothing")
     parser.add_argument("--max-children", type=int, default=2)
     args = parser.parse_args(argv)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.is_file():
         parser.error(f"no group {args.group!r}: {cfg} does not exist (have: "
                      f"{', '.join(sorted(p.stem for p in GROUPS.glob('*.cfg')))})")
-    scratch = args.scratch or Path(f"/tmp/rd-mut-{args.group}")
+    scratch = args.scratch or Path(tempfile.gettempdir()) / f"rd-mut-{args.group}"
     if not args.table:
         copy_tree(scratch)
         shutil.copy2(cfg, scratch / "setup.cfg")

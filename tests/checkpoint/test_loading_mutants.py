@@ -12,6 +12,7 @@ import logging
 import pytest
 import torch
 
+from recycle_distill.checkpoint.compact import save_compact
 from recycle_distill.checkpoint.loading import load_student, read_student_state_dict
 from recycle_distill.checkpoint.safe_load import CheckpointError
 from recycle_distill.students.build import build_student
@@ -91,3 +92,31 @@ def test_weights_matching_a_later_preset_are_found_and_logged(tmp_path, caplog):
     assert model.family == "fithubert"
     assert f"{path}: no model config given; its weights match preset 'fithubert'" in caplog.messages
     torch.testing.assert_close(model.state_dict(), state)
+
+
+def test_overrides_reach_the_config_of_a_given_architecture(tmp_path):
+    path = _saved(tmp_path, build_student("fithubert").state_dict())
+    assert build_student("fithubert").config.reference_batched_reuse is False
+    model = load_student(path, "fithubert", model_config="fithubert", reference_batched_reuse=True)
+    assert model.config.reference_batched_reuse is True
+
+
+@pytest.fixture(scope="module")
+def fithubert_compact(tmp_path_factory):
+    """A compact FitHuBERT file (it names its family and stores its config)."""
+    model = build_student("fithubert")
+    path = tmp_path_factory.mktemp("compact") / "fit.safetensors"
+    save_compact(str(path), model.state_dict(), "fithubert", model.config.to_dict())
+    return path
+
+
+def test_a_compact_file_asked_for_by_another_family_is_refused(fithubert_compact):
+    with pytest.raises(CheckpointError) as caught:
+        load_student(fithubert_compact, "armhubert")
+    assert str(caught.value) == (f"{fithubert_compact}: holds a fithubert student, but the armhubert entry was asked "
+                                 "to load it")
+
+
+def test_overrides_reach_a_stored_config(fithubert_compact):
+    model = load_student(fithubert_compact, reference_batched_reuse=True)
+    assert model.family == "fithubert" and model.config.reference_batched_reuse is True
