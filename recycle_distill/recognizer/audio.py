@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from recycle_distill.util.messages import plain
 from recycle_distill.util.sample_rate import SAMPLE_RATE
 
 __all__ = ["AUDIO_SUFFIXES", "DEFAULT_BATCH_SECONDS", "LIST_SUFFIXES", "MIN_SAMPLES", "AudioError", "Skipped",
-           "check_wave", "collect_audio", "length_batches", "read_audio"]
+           "check_wave", "collect_audio", "gather_recordings", "length_batches", "read_audio"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +122,30 @@ def length_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
             batches.append([index])
     return batches
 
+
+def gather_recordings(waves: Iterable[Any], skipped: Optional[list], as_array: Callable[[Any], np.ndarray] = np.asarray,
+                      min_samples: int = 0) -> tuple[list[Optional[str]], list[np.ndarray]]:
+    """The usable recordings of ``waves`` (paths are read, arrays checked) and their sources.
+
+    A recording that cannot be used (unreadable, empty, shorter than ``MIN_SAMPLES`` or
+    ``min_samples``, non-finite) is logged and appended to ``skipped`` as :class:`Skipped`.
+
+    Returns:
+        (sources, samples): for each usable recording, its path (None for an array) and its
+        (S,) float32 samples at 16 kHz.
+    """
+    sources: list[Optional[str]] = []
+    samples: list[np.ndarray] = []
+    for number, wave in enumerate(waves):
+        source = str(wave) if isinstance(wave, (str, Path)) else None
+        try:
+            wave = read_audio(wave) if source else check_wave(as_array(wave))
+            if len(wave) < min_samples:
+                raise AudioError(f"shorter than the upstream's receptive field ({len(wave)} < {min_samples} samples)")
+            samples.append(wave)
+            sources.append(source)
+        except AudioError as error:
+            logger.warning("skipped %s: %s", source or f"waveform {number}", error)
+            if skipped is not None:
+                skipped.append(Skipped(source or f"waveform {number}", str(error)))
+    return sources, samples

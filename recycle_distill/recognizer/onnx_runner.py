@@ -30,7 +30,7 @@ import numpy as np
 
 from recycle_distill.downstreams.cif_asr.text import UnitVocabulary
 from recycle_distill.inference.onnx_checks import check_onnx_graph, import_onnx_package
-from recycle_distill.recognizer.audio import AudioError, Skipped, check_wave, length_batches, read_audio
+from recycle_distill.recognizer.audio import gather_recordings, length_batches
 from recycle_distill.recognizer.onnx_beam_search import beam_search
 from recycle_distill.recognizer.onnx_format import ACOUSTIC_FILE, DECODER_FILE, GRAPHS, VOCAB_FILE, read_metadata
 from recycle_distill.recognizer.onnx_near_ties import settle_near_ties
@@ -153,20 +153,8 @@ class OnnxRecognizer:
             waves: 1-D float arrays at 16 kHz, or audio file paths.
             skipped: where the recordings left out go, as :class:`~.audio.Skipped`.
         """
-        sources, samples = [], []
-        for number, wave in enumerate(waves):
-            source = str(wave) if isinstance(wave, (str, Path)) else None
-            try:
-                wave = read_audio(wave) if source else check_wave(np.asarray(wave, dtype=np.float32))
-                if len(wave) < self.metadata["receptive_field"]:
-                    raise AudioError(f"shorter than the upstream's receptive field ({len(wave)} < "
-                                     f"{self.metadata['receptive_field']} samples)")
-                samples.append(wave)
-                sources.append(source)
-            except AudioError as error:
-                logger.warning("skipped %s: %s", source or f"waveform {number}", error)
-                if skipped is not None:
-                    skipped.append(Skipped(source or f"waveform {number}", str(error)))
+        sources, samples = gather_recordings(waves, skipped, lambda wave: np.asarray(wave, dtype=np.float32),
+                                             self.metadata["receptive_field"])
         results: list[Optional[Transcript]] = [None] * len(samples)
         for batch in length_batches([len(s) for s in samples], self.batch_samples):
             for index, transcript in zip(batch, self._batch([samples[i] for i in batch])):

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from recycle_distill.recognizer.audio import (DEFAULT_BATCH_SECONDS, AudioError, Skipped, check_wave, length_batches,
-                                              read_audio)
+from recycle_distill.recognizer.audio import DEFAULT_BATCH_SECONDS, gather_recordings, length_batches
 from recycle_distill.recognizer.experiment import LoadedExperiment, load_experiment
 from recycle_distill.recognizer.token_times import build_transcript
 from recycle_distill.recognizer.transcript import Transcript
@@ -65,16 +64,7 @@ class Recognizer:
             skipped: where the recordings left out go, as :class:`~.audio.Skipped` (unreadable,
                 empty, too short, non-finite); they are also logged.
         """
-        sources, samples = [], []
-        for number, wave in enumerate(waves):
-            source = str(wave) if isinstance(wave, (str, Path)) else None
-            try:
-                samples.append(read_audio(wave) if source else check_wave(_as_numpy(wave)))
-                sources.append(source)
-            except AudioError as error:
-                logger.warning("skipped %s: %s", source or f"waveform {number}", error)
-                if skipped is not None:
-                    skipped.append(Skipped(source or f"waveform {number}", str(error)))
+        sources, samples = gather_recordings(waves, skipped, _as_numpy)
         results: list[Optional[Transcript]] = [None] * len(samples)
         batches = length_batches([len(s) for s in samples], max(1, int(self.batch_seconds * SAMPLE_RATE)))
         with _progress_bar(sum(len(s) for s in samples) / SAMPLE_RATE, self.progress) as bar:

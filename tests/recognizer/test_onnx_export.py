@@ -27,7 +27,8 @@ from recycle_distill.recognizer.onnx_cif import SCAN_STEPS, cummin_as_scan  # no
 from recycle_distill.recognizer.onnx_export import (  # noqa: E402
     _Cif, export_recognizer_onnx, featurizer_layer_weights,
 )
-from recycle_distill.recognizer.onnx_runner import OnnxRecognizer, build_transcript  # noqa: E402
+from recycle_distill.recognizer.onnx_runner import OnnxRecognizer  # noqa: E402
+from recycle_distill.recognizer.token_times import build_transcript  # noqa: E402
 
 pytestmark = pytest.mark.onnx
 
