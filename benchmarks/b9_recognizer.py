@@ -38,6 +38,10 @@ import torch
 
 import common
 
+from recycle_distill.s3prl.compat import apply_compat
+
+apply_compat()  # before anything imports torchaudio (torchaudio >= 2.9 stacks)
+
 from recycle_distill.downstreams.cif_asr.config import DecodeConfig, LossConfig, ModelConfig
 from recycle_distill.downstreams.cif_asr.metrics import character_error_rate
 from recycle_distill.downstreams.cif_asr.model import CifRecognizer

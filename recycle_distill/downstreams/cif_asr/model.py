@@ -24,7 +24,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchaudio.models import Conformer
 
 from recycle_distill.downstreams.cif_asr.cif import CifWeightPredictor, continuous_integrate_and_fire
 from recycle_distill.util.sample_rate import SAMPLE_RATE  # re-exported: the recognizer's input rate
@@ -142,6 +141,10 @@ class CifEncoder(nn.Module):
                                                        cfg.cif_max_frame_ms)
         self.pool_after = [i < pool_between for i in range(cfg.conformer_stacks)]
         self.output_rate = upstream_rate * 2 ** (self.pool_before + pool_between)
+        # Imported when a model is built, not when the module is: on torchaudio >= 2.9 our entry
+        # points (the SUPERB launcher, load_experiment) install the compat layer first.
+        from torchaudio.models import Conformer
+
         self.input_proj = nn.Linear(upstream_dim, cfg.d_model)
         self.stacks = nn.ModuleList(
             Conformer(input_dim=cfg.d_model, num_heads=cfg.conformer_heads, ffn_dim=cfg.conformer_ffn,
