@@ -16,6 +16,7 @@ from typing import Any, Optional
 from safetensors import safe_open
 
 from recycle_distill.checkpoint.safe_load import CheckpointError
+from recycle_distill.util.marker_json import our_block
 from recycle_distill.util.messages import plain
 
 __all__ = ["read_provenance", "PROVENANCE_LIMIT"]
@@ -47,15 +48,8 @@ def read_provenance(path: str) -> Optional[dict[str, Any]]:
 
 def _from_folder(directory: str) -> Optional[dict[str, Any]]:
     config_path = os.path.join(directory, "config.json")
-    try:
-        if not os.path.isfile(config_path) or os.path.getsize(config_path) > CONFIG_LIMIT:
-            return None
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError, RecursionError):
-        return None  # not an export of ours; loading it says why
-    meta = config.get("recycle_distill") if isinstance(config, dict) else None
-    if not isinstance(meta, dict) or meta.get("provenance") is None:
+    meta = our_block(config_path, CONFIG_LIMIT)  # None: not an export of ours; loading it says why
+    if meta is None or meta.get("provenance") is None:
         return None
     return _checked(meta["provenance"], config_path)
 

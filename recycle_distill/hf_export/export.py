@@ -35,6 +35,7 @@ from recycle_distill.checkpoint.finite import check_finite_on_export
 from recycle_distill.checkpoint.safe_load import CheckpointError
 from recycle_distill.util.atomic import (OutputError, atomic_write_folder, check_output_folder, default_mode,
                                          listing)
+from recycle_distill.util.marker_json import our_block
 from recycle_distill.util.messages import plain, short_repr
 from recycle_distill.checkpoint.hf_folder import HF_FORMAT_VERSION
 from recycle_distill.checkpoint.hf_keys import HEADS_FILE, to_hf_state_dict
@@ -76,17 +77,8 @@ def _own_names() -> set[str]:
 
 def _is_our_export(directory: str) -> bool:
     """True when ``directory/config.json`` is a small JSON file with our ``recycle_distill`` block."""
-    path = os.path.join(directory, "config.json")
-    try:
-        if not os.path.isfile(path) or os.path.getsize(path) > CONFIG_LIMIT:
-            return False
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError, RecursionError):
-        return False
-    meta = config.get("recycle_distill") if isinstance(config, dict) else None
-    return (isinstance(meta, dict) and isinstance(meta.get("family"), str)
-            and isinstance(meta.get("format_version"), int))
+    meta = our_block(os.path.join(directory, "config.json"), CONFIG_LIMIT)
+    return meta is not None and isinstance(meta.get("family"), str) and isinstance(meta.get("format_version"), int)
 
 
 def check_hf_output(directory: str) -> bool:

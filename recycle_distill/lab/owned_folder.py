@@ -8,19 +8,18 @@ see :func:`recycle_distill.util.atomic.atomic_write_folder`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Iterable, Union
 
 from recycle_distill.util.atomic import OutputError, check_output_folder, listing
+from recycle_distill.util.marker_json import our_block
 from recycle_distill.util.messages import plain
 
 __all__ = ["check_owned_folder", "is_owned", "marker_block"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9_]{8}\Z")
-MARKER_LIMIT = 1 << 20  # a marker is a few kilobytes at most
 
 
 def marker_block(kind: str, format_version: int) -> dict:
@@ -32,16 +31,8 @@ def marker_block(kind: str, format_version: int) -> dict:
 
 def is_owned(folder: PathLike, marker: str, kind: str) -> bool:
     """True when ``folder/marker`` is a small JSON object whose ``recycle_distill`` block names ``kind``."""
-    path = os.path.join(os.fspath(folder), marker)
-    try:
-        if not os.path.isfile(path) or os.path.getsize(path) > MARKER_LIMIT:
-            return False
-        with open(path, encoding="utf-8") as handle:
-            content = json.load(handle)
-    except (OSError, ValueError, RecursionError):
-        return False
-    block = content.get("recycle_distill") if isinstance(content, dict) else None
-    return isinstance(block, dict) and block.get("kind") == kind and isinstance(block.get("format_version"), int)
+    block = our_block(os.path.join(os.fspath(folder), marker))
+    return block is not None and block.get("kind") == kind and isinstance(block.get("format_version"), int)
 
 
 def check_owned_folder(out: PathLike, marker: str, kind: str, own: Iterable[str]) -> bool:
