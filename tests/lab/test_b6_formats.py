@@ -107,8 +107,19 @@ def test_b6_quick_reports_every_format(tmp_path):
     assert all(goal["bound"] > 0 and goal["ceiling"] > 0 for goal in results["goals"])
     assert {goal["goal"] for goal in results["goals"]} == {
         "best format vs our fp32", "ARMHuBERT bf16 vs HuBERT Base bf16",
-        "ARMHuBERT best format vs HuBERT Base fp32", "bf16 fraction of the bf16 peak"}
-    for heading in ("1. best student format", "2. armhubert bf16", "3. armhubert's best format", "4. bf16 student"):
+        "ARMHuBERT best format vs HuBERT Base fp32", "bf16 fraction of the bf16 peak",
+        "attention phase of the bf16 students vs the bf16 peak"}
+    attention = {goal["row"]: goal for goal in results["goals"] if goal["goal"].startswith("attention phase")}
+    assert set(attention) == {f"{preset} bf16" for preset in b6_formats.PRESETS}
+    for preset, goal in ((p, attention[f"{p} bf16"]) for p in b6_formats.PRESETS):
+        # The attention FLOPs over the attention share of the timed median, against the bf16 peak.
+        split = results["split_s"][f"{preset} bf16"]
+        seconds = split["attention"] / sum(split.values()) * rows[f"{preset} bf16"]["time_s"]
+        rate = results["flops"][preset]["attention"] / seconds / 1e9
+        assert goal["attention_gflops"] == pytest.approx(rate)
+        assert goal["measured"] == pytest.approx(rate / rows["peaks_gflops"]["bf16"])
+    for heading in ("1. best student format", "2. armhubert bf16", "3. armhubert's best format", "4. bf16 student",
+                    "5. attention phase"):
         assert heading in done.stdout
 
 

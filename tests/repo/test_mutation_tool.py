@@ -34,4 +34,17 @@ def test_the_table_counts_each_status_per_module(tmp_path):
     assert dict(table["recycle_distill/pkg/mod.py"]) == {"killed": 3, "survived": 1, "timeout": 1,
                                                           "not checked": 1, "other": 1}
     row = mutation.format_table(table).splitlines()[-1]
-    assert row == "| `recycle_distill/pkg/mod.py` | 7 | 3 | 1 | 1 | 1 | 1 | 42.9 |"
+    # 3 killed of the 6 run; the Wilson 95% interval of 3/6 is 0.188-0.812 (one mutant not run).
+    assert row == "| `recycle_distill/pkg/mod.py` | 7 | 3 | 1 | 1 | 1 | 1 | 50.0 (19-81) |"
+
+
+def test_a_sample_draws_per_module_the_same_for_a_seed(tmp_path):
+    mutation = load_tool("mutation")
+    for module, count in (("big.py", 50), ("small.py", 3)):
+        (tmp_path / f"{module}.meta").write_text(json.dumps({"exit_code_by_key": {f"{module}.m{i}": None for i in range(count)}}))
+    names = mutation.mutant_names(tmp_path)
+    drawn = mutation.sample_names(names, 10, seed=4)
+    assert drawn == mutation.sample_names(names, 10, seed=4)
+    assert drawn != mutation.sample_names(names, 10, seed=5)
+    assert sum(n.startswith("big.py.") for n in drawn) == 10 and len(set(drawn)) == 13
+    assert {n for n in drawn if n.startswith("small.py.")} == {f"small.py.m{i}" for i in range(3)}

@@ -25,13 +25,17 @@ CHUNK_BYTES = 2 * 2**20
 MAP_FREE_FROM_BYTES = 64 * 2**20
 
 
-def _blocks(batch: int, heads: int, time: int) -> list[tuple[int, slice, slice]]:
-    """(item, heads, query rows) blocks of a (B, H, T, T) float32 map, ~CHUNK_BYTES each."""
-    map_bytes = 4 * time * time
+def _blocks(batch: int, heads: int, time: int, itemsize: int = 4) -> list[tuple[int, slice, slice]]:
+    """(item, heads, query rows) blocks of a (B, H, T, T) map of ``itemsize``-byte values, ~CHUNK_BYTES each.
+
+    Sized by the map's own dtype: a bf16 map takes twice the heads per block of a float32 one
+    (4 instead of 2 at T = 499), which measured ~10% faster for the bf16 attention phase
+    (benchmarks/attention_variants.py)."""
+    map_bytes = itemsize * time * time
     if map_bytes <= CHUNK_BYTES:
         size = min(heads, CHUNK_BYTES // map_bytes)
         return [(b, slice(h, min(heads, h + size)), slice(0, time)) for b in range(batch) for h in range(0, heads, size)]
-    rows = max(1, CHUNK_BYTES // (4 * time))
+    rows = max(1, CHUNK_BYTES // (itemsize * time))
     return [
         (b, slice(h, h + 1), slice(r, min(time, r + rows)))
         for b in range(batch) for h in range(heads) for r in range(0, time, rows)
@@ -106,7 +110,7 @@ class FastReusedAttention(MapFreeReusedAttention):
         if not fast_path_applies(v):
             return super().attend(reused_probs, v, key_padding_mask)
         attended = v.new_empty(v.shape)
-        for b, head_block, rows in _blocks(*reused_probs.shape[:3]):
+        for b, head_block, rows in _blocks(*reused_probs.shape[:3], reused_probs.element_size()):
             # The map's own dtype (float32, or bf16 in bf16 inference: see map_dtype).
             block = reused_probs[b, head_block, rows]
             if key_padding_mask is not None:
@@ -132,13 +136,20 @@ def _blocked_attention(
     batch, heads, time, _ = q.shape
     scores_dtype = q.dtype if probs is None else probs.dtype
     attended = v.new_empty(v.shape)
-    for b, head_block, rows in _blocks(batch, heads, time):
-        scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).to(scores_dtype)
+    blocks = _blocks(batch, heads, time, torch.empty((), dtype=scores_dtype).element_size())
+    # One scores buffer for all blocks: a fresh multi-MiB temporary per block is a fresh mapping,
+    # page-faulted in each time. Without a map to keep, the softmax overwrites the scores in place
+    # (the last-dimension kernel reads each row before writing it; tests/inference check it).
+    largest = max((h.stop - h.start) * (r.stop - r.start) for _, h, r in blocks)
+    buffer = q.new_empty(largest * time)
+    for b, head_block, rows in blocks:
+        query = q[b, head_block, rows]
+        scores = buffer[: query.shape[0] * query.shape[1] * time].view(query.shape[0], query.shape[1], time)
+        torch.matmul(query, k[b, head_block].transpose(-1, -2), out=scores)
+        scores = scores.to(scores_dtype)
         if key_padding_mask is not None:
             scores.masked_fill_(key_padding_mask[b], float("-inf"))
-        if probs is None:
-            block = torch.softmax(scores, dim=-1)
-        else:
-            block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
+        target = scores if probs is None else probs[b, head_block, rows]
+        block = torch.softmax(scores, dim=-1, out=target)
         torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
     return attended
