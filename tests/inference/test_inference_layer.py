@@ -108,6 +108,7 @@ def test_the_teacher_imports_the_cnn_runner_without_any_student_module():
         "recycle_distill.students.blocks.", "recycle_distill.students", "recycle_distill.inference."))
     shared = ("recycle_distill.students", "recycle_distill.students.blocks", "recycle_distill.students.blocks.masks")
     assert [m for m in loaded if m not in shared] == ["recycle_distill.inference.blocks",
+                                                      "recycle_distill.inference.blocks.conv_chunks",
                                                       "recycle_distill.inference.blocks.conv_runner",
                                                       "recycle_distill.inference.blocks.derived"]
 

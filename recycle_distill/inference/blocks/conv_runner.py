@@ -8,7 +8,10 @@ the channels-first ``conv1d`` path, and the result is already laid out as the (B
 frames the encoder wants. GELU then runs in place, and a batch whose largest activation
 exceeds :data:`LARGE_TENSOR_BYTES` runs one utterance at a time: rows are independent
 (GroupNorm normalises per utterance), and one utterance's working set stays in cache and
-in reused heap memory instead of fresh mappings that page-fault on every forward.
+in reused heap memory instead of fresh mappings that page-fault on every forward. An
+utterance whose largest activation passes ``conv_chunks.TIME_CHUNKS_FROM_BYTES`` runs in time
+chunks with the same result (:mod:`.conv_chunks`), so long recordings need no full-rate
+activation.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recycle_distill.inference.blocks import conv_chunks
 from recycle_distill.inference.blocks.derived import derived_tensor, fast_path_applies
 
 # glibc's largest dynamic mmap threshold: bigger allocations are fresh mappings every time,
@@ -50,13 +54,21 @@ def run_conv_blocks(conv_layers: nn.ModuleList, waveforms: Tensor) -> Tensor:
         for block in conv_layers:
             x = block(x)
         return x
-    if waveforms.shape[0] * _largest_activation(conv_layers, waveforms) <= LARGE_TENSOR_BYTES:
+    largest = _largest_activation(conv_layers, waveforms)
+    if waveforms.shape[0] * largest <= LARGE_TENSOR_BYTES:
         return _forward_channels_last(conv_layers, waveforms)
-    first = _forward_channels_last(conv_layers, waveforms[:1])
-    out = first.new_empty(waveforms.shape[0], first.shape[2], first.shape[1])  # (B, T, C)
-    out[0] = first[0].transpose(0, 1)
+    parts = [block_parts(block) for block in conv_layers]
+    if largest > conv_chunks.TIME_CHUNKS_FROM_BYTES and conv_chunks.chunkable(parts):
+        def one(index: int) -> Tensor:  # (1, T, C)
+            return conv_chunks.run_in_time_chunks(parts, waveforms[index : index + 1], _run_block, _channels_last_input)
+    else:
+        def one(index: int) -> Tensor:  # (1, T, C)
+            return _forward_channels_last(conv_layers, waveforms[index : index + 1]).transpose(1, 2)
+    first = one(0)
+    out = first.new_empty(waveforms.shape[0], first.shape[1], first.shape[2])  # (B, T, C)
+    out[0] = first[0]
     for index in range(1, waveforms.shape[0]):
-        out[index] = _forward_channels_last(conv_layers, waveforms[index : index + 1])[0].transpose(0, 1)
+        out[index] = one(index)[0]
     return out.transpose(1, 2)
 
 
@@ -72,22 +84,36 @@ def _largest_activation(conv_layers: nn.ModuleList, waveforms: Tensor) -> int:
 
 def _forward_channels_last(conv_layers: nn.ModuleList, waveforms: Tensor) -> Tensor:
     """(B, S) -> (B, C, T) with (B, T, C) memory, through NHWC convolutions (no autograd)."""
-    # (B, 1, 1, S) with explicit channels-last strides: with one channel both layouts are
-    # the same memory, and the strides decide which one the convolutions produce.
+    x = _channels_last_input(waveforms)
+    for block in conv_layers:
+        x = _run_block(x, block_parts(block), {})
+    return x.squeeze(2)
+
+
+def _channels_last_input(waveforms: Tensor) -> Tensor:
+    """(B, S) -> (B, 1, 1, S) with explicit channels-last strides: with one channel both layouts
+    are the same memory, and the strides decide which one the convolutions produce."""
     x = torch.empty((waveforms.shape[0], 1, 1, waveforms.shape[1]), dtype=waveforms.dtype,
                     device=waveforms.device, memory_format=torch.channels_last)
     x.copy_(waveforms[:, None, None, :])
-    for block in conv_layers:
-        for module in block_parts(block):
-            if isinstance(module, nn.Conv1d):
-                x = _conv_channels_last(x, module)
-            elif isinstance(module, nn.GELU):
-                x = torch.ops.aten.gelu_(x)
-            elif isinstance(module, nn.GroupNorm) and x.dtype == torch.bfloat16:
-                x = _group_norm_bf16(x, module)
-            else:
-                x = module(x)  # Dropout and GroupNorm keep the channels-last layout
-    return x.squeeze(2)
+    return x
+
+
+def _run_block(x: Tensor, modules: list[nn.Module], replaced: dict) -> Tensor:
+    """One block's ``modules`` on (B, C, 1, T) channels-last ``x``; a module in ``replaced`` runs
+    as ``replaced[module](x)`` (the time-chunked runner's whole-recording GroupNorm)."""
+    for module in modules:
+        if module in replaced:
+            x = replaced[module](x)
+        elif isinstance(module, nn.Conv1d):
+            x = _conv_channels_last(x, module)
+        elif isinstance(module, nn.GELU):
+            x = torch.ops.aten.gelu_(x)
+        elif isinstance(module, nn.GroupNorm) and x.dtype == torch.bfloat16:
+            x = _group_norm_bf16(x, module)
+        else:
+            x = module(x)  # Dropout and GroupNorm keep the channels-last layout
+    return x
 
 
 def _group_norm_bf16(x: Tensor, norm: nn.GroupNorm) -> Tensor:
