@@ -49,3 +49,41 @@ def test_bf16_maps_take_twice_the_heads_of_float32_maps_per_block():
     assert len(in_float32) == 2 * len(in_bf16)
     for blocks in (in_float32, in_bf16):  # every head of the item exactly once, whole rows
         assert sorted(h for _, s, _ in blocks for h in range(s.start, s.stop)) == list(range(12))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", ["small scores: exp without shift", "large scores: softmax"])
+def test_both_normalisations_equal_float64_attention(dtype, size, monkeypatch):
+    """Heads whose scores are provably within EXP_SAFE take exp without the row maximum's shift;
+    others (scores up to ~150 here, whose exp overflows float32) the softmax. Both are right."""
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 2 * 4 * 40 * 40)  # blocks of two heads
+    generator = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 4, 40, 16, generator=generator) for _ in range(3))
+    scale = 0.25 if size.startswith("small") else 3.0
+    q = (q * scale).to(dtype)
+    k, v = (k * scale).to(dtype), v.to(dtype)
+    safe = attention._exp_safe_heads(q, k)
+    assert bool(safe.all()) if size.startswith("small") else not bool(safe.any())
+    if not size.startswith("small"):
+        assert not torch.isfinite((q.float() @ k.float().transpose(-1, -2)).exp()).all()  # a shift-free exp would overflow
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[0, 31:] = True
+    with torch.inference_mode():
+        out = attention._blocked_attention(q, k, v, mask)
+    _, want = reference(q, k, v, mask)
+    if dtype == torch.bfloat16 and not size.startswith("small"):
+        # Scores of ~100 rounded to bf16 move by ~0.2 (2^-9 of them) before any softmax: compare
+        # against attention over those rounded scores, as any bf16 score matmul gives.
+        scores = (q.double() @ k.double().transpose(-1, -2)).to(torch.bfloat16).double()
+        want = torch.softmax(scores.masked_fill(mask[:, None, None, :], float("-inf")), dim=-1) @ v.double()
+    assert ((out.double() - want).norm() / want.norm()).item() < BOUND[dtype]
+
+
+def test_the_bound_holds_every_score():
+    generator = torch.Generator().manual_seed(9)
+    for _ in range(20):
+        q, k = (torch.randn(1, 3, 25, 8, generator=generator) * torch.rand(1, generator=generator) * 4 for _ in range(2))
+        norms = q.norm(dim=-1).amax(-1) * k.norm(dim=-1).amax(-1)  # (1, 3)
+        scores = (q @ k.transpose(-1, -2)).abs().amax(dim=(-1, -2))
+        assert torch.all(scores <= norms * (1 + 1e-6))
+        assert torch.equal(attention._exp_safe_heads(q, k), norms <= attention.EXP_SAFE)
