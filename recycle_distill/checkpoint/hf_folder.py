@@ -58,9 +58,10 @@ def is_hf_export(path: str) -> bool:
         return False
     try:
         with open(config_path, encoding="utf-8") as handle:
-            return isinstance(json.load(handle).get("recycle_distill"), dict)
+            config = json.load(handle)
     except (OSError, ValueError):
         return False
+    return isinstance(config, dict) and isinstance(config.get("recycle_distill"), dict)  # JSON may be a list
 
 
 # transformers HubertConfig key -> our distiller key (what a plain export writes, equal values).

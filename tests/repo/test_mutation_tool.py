@@ -48,3 +48,19 @@ def test_a_sample_draws_per_module_the_same_for_a_seed(tmp_path):
     assert drawn != mutation.sample_names(names, 10, seed=5)
     assert sum(n.startswith("big.py.") for n in drawn) == 10 and len(set(drawn)) == 13
     assert {n for n in drawn if n.startswith("small.py.")} == {f"small.py.m{i}" for i in range(3)}
+
+
+def test_the_scratch_copy_keeps_links_as_links(tmp_path, monkeypatch):
+    mutation = load_tool("mutation")
+    tree = tmp_path / "tree"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg" / "real.yaml").write_text("a: 1\n")
+    (tree / "pkg" / "link.yaml").symlink_to("real.yaml")
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run(["git", "-C", str(tree), "add", "."], check=True)
+    monkeypatch.setattr(mutation, "ROOT", tree)
+    mutation.copy_tree(tmp_path / "scratch")
+    copied = tmp_path / "scratch" / "pkg" / "link.yaml"
+    assert copied.is_symlink() and copied.readlink().as_posix() == "real.yaml" and copied.read_text() == "a: 1\n"

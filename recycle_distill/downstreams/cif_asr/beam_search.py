@@ -76,11 +76,7 @@ def beam_search(decoder: StepDecoder, cif: torch.Tensor, lengths: torch.Tensor, 
             log_probs[:, banned] = float("-inf")
         vocab = log_probs.shape[-1]
         candidates = (scores.unsqueeze(-1) + log_probs.view(batch, k, vocab)).view(batch, k * vocab)
-        width = min(k, k * vocab)
-        top_scores, top_index = candidates.topk(width, dim=1)
-        if width < k:  # fewer candidates than hypotheses: fill with dead ones
-            top_scores = torch.cat([top_scores, top_scores.new_full((batch, k - width), float("-inf"))], 1)
-            top_index = torch.cat([top_index, top_index[:, :1].expand(batch, k - width)], 1)
+        top_scores, top_index = candidates.topk(k, dim=1)  # k * vocab >= k candidates: vocab >= 1
         # An utterance whose firings are used up keeps its hypotheses unchanged.
         active = (t < lengths).unsqueeze(1)
         source = torch.where(active, torch.div(top_index, vocab, rounding_mode="floor"), keep_order)

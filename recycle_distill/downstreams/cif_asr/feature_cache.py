@@ -194,7 +194,8 @@ def build_cache(folder: PathLike, items: Iterable[tuple[str, Sequence[int]]], te
             if created:
                 shutil.rmtree(base, ignore_errors=True)  # the folder this call made, holding nothing else
             raise _write_failed(base, INDEX, error) from error
-    index["language"] = language if language is not None else index.get("language")
+    recorded = index.get("language")
+    index["language"] = language if language is not None else recorded
     listed = set(index["shards"])
     for name in sorted(listed):  # reused shards are read by training: none may lead out of the cache
         check_inside(base, base / name)
@@ -253,8 +254,8 @@ def build_cache(folder: PathLike, items: Iterable[tuple[str, Sequence[int]]], te
             report.shards_written += 1
     finally:
         bar.close()
-    if not report.shards_written and not (base / INDEX).is_file():
-        _write_atomic_json(base / INDEX, index)  # an empty but valid cache
+    if not report.shards_written and index["language"] != recorded:
+        _write_atomic_json(base / INDEX, index)  # a build that reused everything still records its language
     logger.info("feature cache %s: %d computed, %d reused, %d new shards", base, report.computed,
                 report.reused, report.shards_written)
     return report
