@@ -82,10 +82,11 @@ def test_padded_batches_equal_each_utterance_alone_in_bf16(rows, monkeypatch):
     assert differences() == pytest.approx({name: 0.0 for name in differences()}, abs=BF16_SAME)
 
 
-@pytest.mark.parametrize("method, caught", [("masked_fill_", ["computing attend", "computing map", "reuse"])])
+@pytest.mark.parametrize("method, caught", [("masked_fill", ["reuse"]),
+                                             ("masked_fill_", ["computing attend", "computing map"])])
 def test_padded_keys_left_unmasked_in_bf16_maps_are_caught(monkeypatch, method, caught):
-    """Planted bug: padded keys masked only in float32 (``masked_fill_``: the computing layer's
-    blocked scores and the reuse layer's [v | 1] rows); measured 2.7 to 5.2 here."""
+    """Planted bug: padded keys masked only in float32 (``masked_fill``: the reuse layer,
+    ``masked_fill_``: the computing layer's blocked attention); measured 2.7 to 5.2 here."""
     original = getattr(torch.Tensor, method)
 
     def mask_fp32_only(self, mask, value):

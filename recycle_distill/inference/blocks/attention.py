@@ -6,11 +6,6 @@ in the L2 cache (1 MiB a core here) between the softmax that writes it and the m
 reads it, and temporaries stay small enough to be reused heap memory rather than fresh
 page-faulting mappings. Measured: a full + reuse layer pair on 10 s ~12% faster, the whole
 model on 60 s ~1.3x. Anything else runs the plain block.
-
-With the products at 700-800 GFLOP/s in bf16, the softmax between them is most of the phase
-(benchmarks/attention_variants.py). Where no map is kept and the scores are provably small, and
-always in the reuse layers (whose inputs are probabilities), the blocks take one ``exp`` pass
-without the row maximum and normalise with a column of ones appended to the values.
 """
 
 from __future__ import annotations
@@ -28,10 +23,6 @@ CHUNK_BYTES = 2 * 2**20
 # On the fast path a full layer hands its queries and keys instead of its map to the reuse
 # layer (recycle_distill.students.blocks.map_free) once the (B, H, T, T) float32 map passes this.
 MAP_FREE_FROM_BYTES = 64 * 2**20
-# Scores provably within +-EXP_SAFE (|q_i| max_j |k_j|, Cauchy-Schwarz) take exp without the
-# row maximum's shift: exp(64) * 10^6 keys stays below float32's and bfloat16's largest value
-# (3.4e38), and exp(-64) is a normal number, so no row overflows or vanishes.
-EXP_SAFE = 64.0
 
 
 def _blocks(batch: int, heads: int, time: int, itemsize: int = 4) -> list[tuple[int, slice, slice]]:
@@ -92,8 +83,7 @@ class FastSelfAttention(MapFreeSelfAttention):
 
         torch's fused CPU attention kernel runs no faster in bf16 than in fp32 (~110-155
         GFLOP/s here at T = 499, d = 40-64), while bf16 matmuls around a bf16 softmax (float32
-        inside) reach ~260-390: 2.3-2.5x; heads within :data:`EXP_SAFE` skip the softmax's
-        reductions (:func:`_blocked_attention`). In fp32 the fused kernel is as fast and is kept.
+        inside) reach ~260-390: 2.3-2.5x. In fp32 the fused kernel is as fast and is kept.
         """
         if q.dtype != torch.bfloat16 or dropout or not fast_path_applies(q):
             return super().attend(q, k, v, key_padding_mask, dropout)
@@ -116,56 +106,17 @@ class FastReusedAttention(MapFreeReusedAttention):
     :class:`~recycle_distill.students.blocks.map_free.QueryKeys` handover is recomputed instead."""
 
     def attend(self, reused_probs: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
-        """(B, H, T, T) map and (B, H, T, d) values -> (B, H, T, d).
-
-        The map holds probabilities in [0, 1], so ``exp`` needs no shift by the row maximum:
-        softmax(P) v = (exp(P) [v | 1])[:d] / (exp(P) [v | 1])[d], one elementwise pass over
-        the block instead of the softmax's reductions. Padded keys get zero rows in [v | 1].
-        """
+        """(B, H, T, T) map and (B, H, T, d) values -> (B, H, T, d)."""
         if not fast_path_applies(v):
             return super().attend(reused_probs, v, key_padding_mask)
-        return _reuse_attention(reused_probs, v, key_padding_mask)
-
-
-def _reuse_attention(reused_probs: Tensor, v: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
-    """softmax(P) v block by block for a (B, H, T, T) map P of probabilities, without autograd.
-
-    Returns:
-        The (B, H, T, d) attended values of the (B, H, T, d) values ``v``.
-    """
-    values = _values_and_ones(v, key_padding_mask)
-    attended = v.new_empty(v.shape)
-    blocks = _blocks(*reused_probs.shape[:3], reused_probs.element_size())
-    buffer = reused_probs.new_empty(_largest_block(blocks) * reused_probs.shape[-1])
-    for b, head_block, rows in blocks:
-        # The map's own dtype (float32, or bf16 in bf16 inference: see map_dtype).
-        block = reused_probs[b, head_block, rows]
-        weights = torch.exp(block, out=buffer[: block.numel()].view(block.shape))
-        _normalise(torch.matmul(weights.to(v.dtype), values[b, head_block]), attended[b, head_block, rows])
-    return attended
-
-
-def _values_and_ones(v: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
-    """(B, H, T, d) values -> (B, H, T, d + 1) ``[v | 1]``, rows of padded keys all zero.
-
-    A product of unnormalised weights with it gives the weighted values and, in the last
-    column, the weights' row sums: the softmax's normalisation without a pass over the map.
-    """
-    ones = torch.ones(v.shape[:-1] + (1,), dtype=v.dtype, device=v.device)
-    values = torch.cat([v, ones], dim=-1)
-    if key_padding_mask is not None:
-        values.masked_fill_(key_padding_mask[:, None, :, None], 0.0)
-    return values
-
-
-def _normalise(weighted: Tensor, out: Tensor) -> None:
-    """(h, r, d + 1) weighted values with row sums last -> ``out`` (h, r, d), divided by the sums."""
-    torch.div(weighted[..., :-1], weighted[..., -1:], out=out)
-
-
-def _largest_block(blocks: list[tuple[int, slice, slice]]) -> int:
-    """Heads x rows of the largest block."""
-    return max((h.stop - h.start) * (r.stop - r.start) for _, h, r in blocks)
+        attended = v.new_empty(v.shape)
+        for b, head_block, rows in _blocks(*reused_probs.shape[:3], reused_probs.element_size()):
+            # The map's own dtype (float32, or bf16 in bf16 inference: see map_dtype).
+            block = reused_probs[b, head_block, rows]
+            if key_padding_mask is not None:
+                block = block.masked_fill(key_padding_mask[b], float("-inf"))
+            torch.matmul(torch.softmax(block, dim=-1).to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
+        return attended
 
 
 def _blocked_attention(
@@ -186,21 +137,15 @@ def _blocked_attention(
     scores_dtype = q.dtype if probs is None else probs.dtype
     attended = v.new_empty(v.shape)
     blocks = _blocks(batch, heads, time, torch.empty((), dtype=scores_dtype).element_size())
-    # Without a map to keep, heads whose scores are provably small take exp without the shift
-    # (see _exp_safe_heads) and [v | 1] normalises; the rest the softmax.
-    safe = _exp_safe_heads(q, k) if probs is None else torch.zeros(batch, heads, dtype=torch.bool)
-    values = _values_and_ones(v, key_padding_mask) if bool(safe.any()) else None
     # One scores buffer for all blocks: a fresh multi-MiB temporary per block is a fresh mapping,
     # page-faulted in each time. Without a map to keep, the softmax overwrites the scores in place
     # (the last-dimension kernel reads each row before writing it; tests/inference check it).
-    buffer = q.new_empty(_largest_block(blocks) * time)
+    largest = max((h.stop - h.start) * (r.stop - r.start) for _, h, r in blocks)
+    buffer = q.new_empty(largest * time)
     for b, head_block, rows in blocks:
         query = q[b, head_block, rows]
         scores = buffer[: query.shape[0] * query.shape[1] * time].view(query.shape[0], query.shape[1], time)
         torch.matmul(query, k[b, head_block].transpose(-1, -2), out=scores)
-        if bool(safe[b, head_block].all()):
-            _normalise(torch.matmul(scores.exp_(), values[b, head_block]), attended[b, head_block, rows])
-            continue
         scores = scores.to(scores_dtype)
         if key_padding_mask is not None:
             scores.masked_fill_(key_padding_mask[b], float("-inf"))
@@ -208,14 +153,3 @@ def _blocked_attention(
         block = torch.softmax(scores, dim=-1, out=target)
         torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
     return attended
-
-
-def _exp_safe_heads(q: Tensor, k: Tensor) -> Tensor:
-    """(B, H, T, d) queries and keys -> (B, H) bool: every score q_i . k_j within +-EXP_SAFE.
-
-    |q_i . k_j| <= |q_i| |k_j| (Cauchy-Schwarz), so the largest query norm times the largest key
-    norm bounds every score of a head, padded keys included.
-    """
-    largest_query = torch.linalg.vector_norm(q.float(), dim=-1).amax(dim=-1)
-    largest_key = torch.linalg.vector_norm(k.float(), dim=-1).amax(dim=-1)
-    return largest_query * largest_key <= EXP_SAFE
