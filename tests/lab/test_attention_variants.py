@@ -20,8 +20,8 @@ def test_attention_variants_runs_quick_and_every_row_attends():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_variants.py"), "--quick", "--no-compile"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    rows = re.findall(r"^(fast blocks \(shipped\)|\d heads? per block.*?|all heads.*?|SDPA.*?|head dim.*?)\s{2,}\S+\s+\S+\s+\S+\s+(\S+)", done.stdout, re.M)
-    assert len(rows) == 2 * 9  # two shapes, nine eager rows each
+    rows = re.findall(r"^(fast blocks.*?|exp without.*?|reuse layer.*?|\d heads? per block.*?|all heads.*?|SDPA.*?|head dim.*?)\s{2,}\S+\s+\S+\s+\S+\s+(\S+)", done.stdout, re.M)
+    assert len(rows) == 2 * 12  # two shapes, ten eager attention rows and two reuse rows each
     # bf16 inputs, scores, probabilities and output: four roundings at 2^-9 stay under 1e-2.
     assert all(float(error) < 1e-2 for _, error in rows), rows
     assert done.stdout.count("phase split of the shipped blocks") == 2
