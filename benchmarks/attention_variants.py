@@ -7,8 +7,8 @@
 One layer's softmax(q k^T) v at T = 499 frames (10 s), in bfloat16 without autograd, as the bf16
 fast blocks run it (``recycle_distill.inference.blocks.attention._blocked_attention``) and as
 each alternative would: torch's fused CPU kernel through ``F.scaled_dot_product_attention``
-(flash and math back ends), blocks of 1, 2, 4 or all heads with fresh temporaries (the fast
-blocks before they reused one buffer), the head dimension zero-padded to a multiple of 16 or
+(flash and math back ends), blocks of 1, 2, 4 or all heads as plain matmul-softmax-matmul code
+(the shipped blocks take 4 heads at this size in bf16, 2 before), the head dimension zero-padded to a multiple of 16 or
 32 (40 -> 48 or 64, 54 -> 64), ``torch.compile`` of the softmax alone and of the whole
 block, and ``flex_attention`` compiled (torch's CPU template). The rows of one shape are
 interleaved round by round with a 2048^3 bf16 ``torch.mm`` peak sample; GFLOP/s counts the two
@@ -120,7 +120,7 @@ def variants(with_compile: bool) -> dict[str, Callable]:
     from torch.nn.attention import SDPBackend
 
     rows = {
-        "fast blocks (shipped)": lambda q, k, v: attention._blocked_attention(q, k, v, None),
+        "fast blocks (shipped: 4 heads, fresh)": lambda q, k, v: attention._blocked_attention(q, k, v, None),
         "exp without shift, [v | 1]": exp_blocks,
         "1 head per block, fresh temporaries": lambda q, k, v: fresh_blocks(q, k, v, 1),
         "2 heads per block, fresh (before)": lambda q, k, v: fresh_blocks(q, k, v, 2),

@@ -137,19 +137,15 @@ def _blocked_attention(
     scores_dtype = q.dtype if probs is None else probs.dtype
     attended = v.new_empty(v.shape)
     blocks = _blocks(batch, heads, time, torch.empty((), dtype=scores_dtype).element_size())
-    # One scores buffer for all blocks: a fresh multi-MiB temporary per block is a fresh mapping,
-    # page-faulted in each time. Without a map to keep, the softmax overwrites the scores in place
-    # (the last-dimension kernel reads each row before writing it; tests/inference check it).
-    largest = max((h.stop - h.start) * (r.stop - r.start) for _, h, r in blocks)
-    buffer = q.new_empty(largest * time)
+    # Fresh scores and probabilities per block: a reused buffer with the softmax written over the
+    # scores measured no faster (benchmarks/attention_variants.py).
     for b, head_block, rows in blocks:
-        query = q[b, head_block, rows]
-        scores = buffer[: query.shape[0] * query.shape[1] * time].view(query.shape[0], query.shape[1], time)
-        torch.matmul(query, k[b, head_block].transpose(-1, -2), out=scores)
-        scores = scores.to(scores_dtype)
+        scores = torch.matmul(q[b, head_block, rows], k[b, head_block].transpose(-1, -2)).to(scores_dtype)
         if key_padding_mask is not None:
             scores.masked_fill_(key_padding_mask[b], float("-inf"))
-        target = scores if probs is None else probs[b, head_block, rows]
-        block = torch.softmax(scores, dim=-1, out=target)
+        if probs is None:
+            block = torch.softmax(scores, dim=-1)
+        else:
+            block = torch.softmax(scores, dim=-1, out=probs[b, head_block, rows])
         torch.matmul(block.to(v.dtype), v[b, head_block], out=attended[b, head_block, rows])
     return attended
