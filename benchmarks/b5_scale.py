@@ -28,6 +28,7 @@ import sys
 import time
 
 import common
+import torch
 
 from recycle_distill.inference.blocks import attention
 from recycle_distill.students.build import build_student
@@ -48,21 +49,25 @@ def limit_address_space(fraction: float) -> int:
     having the kernel's OOM killer end the whole run: S3PRL's HuBERT Base at 120 s took all
     24 GB of this machine and was killed. Returns the cap in bytes.
     """
-    page = os.sysconf("SC_PAGE_SIZE")
-    with open("/proc/self/statm") as handle:
-        mapped = int(handle.read().split()[0]) * page
-    cap = mapped + int(fraction * page * os.sysconf("SC_PHYS_PAGES"))
+    cap = address_space() + int(fraction * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
     return cap
+
+
+def address_space() -> int:
+    """Bytes this process has mapped now (/proc/self/statm)."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def fits(name: str, forward, x, measured: dict[str, list[dict]], seconds: float) -> float | None:
     """Run ``forward(x)`` once and return its wall time; if it cannot allocate its memory, record that
     and return None."""
     try:
-        start = time.perf_counter()
-        forward(x)
-        return time.perf_counter() - start
+        with torch.inference_mode():  # as the timed rounds run (autograd would store every map)
+            start = time.perf_counter()
+            forward(x)
+            return time.perf_counter() - start
     except (MemoryError, RuntimeError) as err:
         # torch's allocator says "can't allocate"; oneDNN, short of memory for its scratch space,
         # "could not create a primitive".
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 "time_s": common.median(times[name]), "peak_memory_bytes": memory.peak_bytes,
             })
             print(f"{name} at {seconds:g} s: {common.median(times[name]):.3f} s, "
-                  f"{memory.peak_bytes / 2**20 if memory.peak_bytes else float('nan'):.0f} MiB", flush=True)
+                  f"{memory.peak_bytes / 2**20 if memory.peak_bytes else float('nan'):.0f} MiB; process "
+                  f"{address_space() / 2**30:.1f} GiB mapped", flush=True)
 
     rows = []
     for name, entries in measured.items():
