@@ -10,14 +10,13 @@ the same bound.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from recycle_distill import build_student
 from recycle_distill.checkpoint import CheckpointError, load_student
 from recycle_distill.students.config import ConfigError
 
+from helpers.json_files import edit_config
 from helpers.tiny_students import tiny_student
 
 HUGE = 10**30
@@ -29,14 +28,6 @@ def _folder(tmp_path, family):
     folder = tmp_path / f"{family}-hf"
     export_hf(tiny_student(family), family, str(folder))
     return folder
-
-
-def _edit(folder, change):
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    change(config)
-    path.write_text(json.dumps(config))
-    return path
 
 
 @pytest.mark.parametrize("family", ["maskhubert", "armhubert"])
@@ -57,7 +48,7 @@ def test_an_overflowing_size_in_the_recycle_distill_block_names_the_file_and_key
         if "distiller" in config:  # the remote-code folder's copy for transformers
             config["distiller"][key] = value
 
-    path = _edit(folder, change)
+    path = edit_config(folder, change)
     with pytest.raises(CheckpointError) as err:
         load_student(folder)
     assert str(err.value) == f"{path}: {message}"
@@ -73,7 +64,7 @@ def test_an_overflowing_size_in_the_recycle_distill_block_names_the_file_and_key
 def test_transformers_sizes_that_disagree_with_the_block_are_refused(tmp_path, key, value, ours):
     folder = _folder(tmp_path, "maskhubert")
     expected = tiny_student("maskhubert").config.to_dict()[ours]
-    path = _edit(folder, lambda config: config.__setitem__(key, value))
+    path = edit_config(folder, lambda config: config.__setitem__(key, value))
     with pytest.raises(CheckpointError) as err:
         load_student(folder)
     assert str(err.value) == (f"{path}: key '{key}' is {value!r}, but the recycle_distill block says {ours} "
@@ -83,7 +74,7 @@ def test_transformers_sizes_that_disagree_with_the_block_are_refused(tmp_path, k
 def test_transformers_conv_lists_that_disagree_with_the_block_are_refused(tmp_path):
     folder = _folder(tmp_path, "maskhubert")
     dims = [spec[0] for spec in tiny_student("maskhubert").config.conv_feature_layers]
-    path = _edit(folder, lambda config: config.__setitem__("conv_dim", [HUGE]))
+    path = edit_config(folder, lambda config: config.__setitem__("conv_dim", [HUGE]))
     with pytest.raises(CheckpointError) as err:
         load_student(folder)
     assert str(err.value) == (f"{path}: key 'conv_dim' is [{HUGE}], but the recycle_distill block "
@@ -92,7 +83,7 @@ def test_transformers_conv_lists_that_disagree_with_the_block_are_refused(tmp_pa
 
 def test_a_remote_code_folder_whose_two_configs_differ_is_refused(tmp_path):
     folder = _folder(tmp_path, "armhubert")
-    path = _edit(folder, lambda config: config["distiller"].__setitem__("encoder_embed_dim", HUGE))
+    path = edit_config(folder, lambda config: config["distiller"].__setitem__("encoder_embed_dim", HUGE))
     with pytest.raises(CheckpointError) as err:
         load_student(folder)
     assert str(err.value) == (f"{path}: key 'distiller' differs from the recycle_distill block's distiller; "

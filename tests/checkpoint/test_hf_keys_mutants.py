@@ -23,6 +23,7 @@ from recycle_distill.checkpoint.hf_keys import (convert_hf_state_dict, from_hf_s
 from recycle_distill.checkpoint.safe_load import TeacherCheckpointError
 
 from conftest import load_fixture
+from helpers.json_files import edit_config
 
 ALL_WEIGHT_FILES = "model.safetensors / pytorch_model.bin / model.safetensors.index.json / pytorch_model.bin.index.json"
 
@@ -180,14 +181,6 @@ def test_allow_non_finite_reaches_the_weights_and_the_heads_of_a_plain_export(tm
     assert bool(state["proj_head.0.lin_proj.weight"].isnan().all())
 
 
-def _edit_config(folder, change):
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    change(config)
-    path.write_text(json.dumps(config))
-    return path
-
-
 def test_a_plain_export_without_the_transformers_size_keys_still_loads(tmp_path):
     model, folder = _export(tmp_path, "starhubert")
 
@@ -195,7 +188,7 @@ def test_a_plain_export_without_the_transformers_size_keys_still_loads(tmp_path)
         for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "conv_dim", "conv_kernel", "conv_stride"):
             del config[key]
 
-    _edit_config(folder, drop)
+    edit_config(folder, drop)
     assert _same_tensors(load_student(str(folder)).state_dict(), model.state_dict())
 
 
@@ -205,7 +198,7 @@ def test_one_changed_entry_of_a_conv_key_is_named_with_the_block_value(tmp_path,
     model, folder = _export(tmp_path, "starhubert")
     wanted = [spec[column] for spec in model.config.conv_feature_layers]
     edited = [*wanted[:-1], wanted[-1] + 1]  # same length, last entry off by one
-    path = _edit_config(folder, lambda config: config.__setitem__(hf_key, edited))
+    path = edit_config(folder, lambda config: config.__setitem__(hf_key, edited))
     with pytest.raises(CheckpointError) as err:
         load_student(str(folder))
     assert str(err.value) == (f"{path}: key '{hf_key}' is {edited}, but the recycle_distill block says "
@@ -237,7 +230,7 @@ def test_a_config_json_that_is_not_json_is_named_with_the_parser_error(tmp_path)
 @pytest.mark.parametrize("version", [2, True, "1", None])
 def test_a_format_version_this_library_does_not_read_is_refused(tmp_path, version):
     _, folder = _export(tmp_path, "starhubert")
-    _edit_config(folder, lambda config: config["recycle_distill"].__setitem__("format_version", version))
+    edit_config(folder, lambda config: config["recycle_distill"].__setitem__("format_version", version))
     with pytest.raises(CheckpointError) as err:
         read_hf_student(str(folder))
     assert str(err.value) == (f"{folder}: export format version {version!r} is not one this library reads (<= 1)")

@@ -18,6 +18,7 @@ from recycle_distill.hf_export import model_card as card_module
 from recycle_distill.hf_export.remote_code import render, template_text
 
 from conftest import load_fixture, write_lightning_checkpoint, write_yaml
+from helpers.hf_home import hf_home  # noqa: F401  (autouse: a temporary HF_HOME)
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,17 +31,6 @@ TINY_FIT = {
 }
 REMOTE = ("armhubert", "fithubert")
 
-
-@pytest.fixture(autouse=True)
-def hf_home(tmp_path, monkeypatch):
-    """trust_remote_code copies the generated files into HF_HOME's modules cache: keep it temporary."""
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import transformers.dynamic_module_utils as dynamic
-
-    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(home / "modules"))
-    return home
 
 
 def _batch():

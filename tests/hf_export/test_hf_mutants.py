@@ -31,6 +31,7 @@ from recycle_distill.hf_export.remote_code import render
 from recycle_distill.util.atomic import OutputError, default_mode
 
 from conftest import load_fixture
+from helpers.hf_home import hf_home  # noqa: F401  (autouse: a temporary HF_HOME)
 
 transformers = pytest.importorskip("transformers")
 
@@ -45,17 +46,6 @@ ODD = {"conv_feature_layers": "[(24, 6, 3)] + [(24, 3, 2)] * 2 + [(40, 2, 2)]", 
 EQUAL_WIDTHS = {**ODD, "conv_feature_layers": "[(24, 6, 3)] + [(40, 3, 2)] * 2 + [(32, 2, 2)]"}
 PLAIN = ("maskhubert", "starhubert")
 
-
-@pytest.fixture(autouse=True)
-def hf_home(tmp_path, monkeypatch):
-    """trust_remote_code copies the generated files into HF_HOME's modules cache: keep it temporary."""
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import transformers.dynamic_module_utils as dynamic
-
-    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(home / "modules"))
-    return home
 
 
 def _student(config: dict, family: str) -> torch.nn.Module:

@@ -15,6 +15,8 @@ Used by :func:`recycle_distill.inference.blocks.conv_runner.run_conv_blocks` pas
 
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Callable
 
 import torch
@@ -29,11 +31,8 @@ CHUNK_ACTIVATION_BYTES = 16 * 2**20
 
 def field_and_hop(convs: list[nn.Conv1d]) -> tuple[int, int]:
     """Receptive field and hop in input samples of one final frame of a stack of unpadded convolutions."""
-    field, hop = 1, 1
-    for conv in convs:
-        field += (conv.kernel_size[0] - 1) * hop
-        hop *= conv.stride[0]
-    return field, hop
+    hops = [1] + _block_hops(convs)
+    return 1 + sum((conv.kernel_size[0] - 1) * hop for conv, hop in zip(convs, hops)), hops[-1]
 
 
 def chunkable(parts: list[list[nn.Module]]) -> bool:
@@ -62,7 +61,9 @@ def run_in_time_chunks(parts: list[list[nn.Module]], waveform: Tensor,
     field, hop = field_and_hop(convs)
     frames = (waveform.shape[1] - field) // hop + 1
     norms = _global_norms(parts[0], waveform, run_block, to_input)
-    per_frame = max(c.out_channels * hop // _hop_through(convs, i) for i, c in enumerate(convs)) * waveform.element_size()
+    # Each block's output frames per final frame (hop over the samples per frame of that block).
+    per_frame = max(c.out_channels * hop // block_hop for c, block_hop in zip(convs, _block_hops(convs)))
+    per_frame *= waveform.element_size()
     step = max(1, CHUNK_ACTIVATION_BYTES // per_frame)
     out = None
     for start in range(0, frames, step):
@@ -77,12 +78,9 @@ def run_in_time_chunks(parts: list[list[nn.Module]], waveform: Tensor,
     return out
 
 
-def _hop_through(convs: list[nn.Conv1d], index: int) -> int:
-    """Input samples per output frame of block ``index``."""
-    hop = 1
-    for conv in convs[: index + 1]:
-        hop *= conv.stride[0]
-    return hop
+def _block_hops(convs: list[nn.Conv1d]) -> list[int]:
+    """Input samples per output frame of each block."""
+    return list(itertools.accumulate((conv.stride[0] for conv in convs), operator.mul))
 
 
 def _global_norms(first: list[nn.Module], waveform: Tensor, run_block, to_input) -> dict:
